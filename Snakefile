@@ -1,0 +1,21 @@
+# nndiff-bench: datasets -> tasks -> generic models -> p-Model zoos -> methods -> per-task accuracies -> reports.
+# Run: snakemake --cores 8 reports/table1.md            (profile benchmarks/configs/cpu.yaml)
+#      snakemake --cores 2 reports/table1.md --configfile benchmarks/configs/smoke.yaml
+
+
+# The cpu profile unless another config file is given: Snakemake would merge a default with --configfile.
+if not config:
+
+    configfile: "benchmarks/configs/cpu.yaml"
+
+
+include: "benchmarks/rules/common.smk"
+include: "benchmarks/rules/data.smk"
+include: "benchmarks/rules/zoo.smk"
+include: "benchmarks/rules/methods.smk"
+include: "benchmarks/rules/report.smk"
+
+
+rule all:
+    input:
+        "reports/table1.md",

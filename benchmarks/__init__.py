@@ -1,0 +1,1 @@
+"""nndiff-bench: a harness for neural network diffusion on train-once-for-all personalization."""

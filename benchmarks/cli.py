@@ -1,0 +1,389 @@
+"""`nndiff`: one subcommand per stage of the DAG; each also runs by hand (see `nndiff <stage> --help`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("nndiff")
+
+
+def _json(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+def _setup(args) -> torch.device:
+    from benchmarks.train import resolve_device
+    torch.set_num_threads(getattr(args, "threads", 1) or 1)
+    return resolve_device(getattr(args, "device", "auto"))
+
+
+def _add_common(p: argparse.ArgumentParser, seed=True, device=True) -> None:
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    if device:
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+
+
+def _add_train(p: argparse.ArgumentParser, cls) -> None:
+    from dataclasses import fields
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            p.add_argument(flag, type={"int": int, "float": float}.get(str(f.type), str), default=f.default,
+                           help=f"default {f.default}")
+
+
+def _train_cfg(args, cls):
+    from dataclasses import fields
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+# ----------------------------------------------------------------------------- stages
+
+
+def cmd_prepare(args) -> None:
+    from benchmarks.datasets import prepare, resolve_root
+    options = dict(args.options or {})
+    root = resolve_root(args.data_root, args.root or "") if args.kind != "synthetic" else Path(".")
+    start = time.time()
+    data = prepare(args.kind, root, seed=args.seed, download=args.download, **options)
+    data.save(args.out)
+    log.info("prepared %s: %d train / %d test images, %d classes in %.1fs -> %s", args.kind, len(data.train_y),
+             len(data.test_y), len(data.classes), time.time() - start, args.out)
+
+
+def cmd_tasks(args) -> None:
+    from benchmarks.config import stage_config
+    from benchmarks.datasets import ImageData
+    from benchmarks.tasks import TasksConfig, make_tasks, save_tasks
+    data = ImageData.load(args.images)
+    cfg = stage_config(TasksConfig, args.tasks_config)
+    tasks = make_tasks(data.classes, data.superclasses, cfg, args.seed)
+    save_tasks(tasks, args.out)
+    log.info("tasks: %s -> %s", {k: len(v) for k, v in tasks["splits"].items()}, args.out)
+
+
+def cmd_stage1(args) -> None:
+    from benchmarks.config import Stage1Config
+    from benchmarks.datasets import ImageData
+    from benchmarks.pmodels import get_arch
+    from benchmarks.train import backbone_features, predict, train_generic
+    device = _setup(args)
+    data, arch = ImageData.load(args.images), get_arch(args.arch)
+    feats = None if arch.train_backbone_in_stage1 else backbone_features(arch, data.train_x, device)
+    generic = train_generic(arch, data, _train_cfg(args, Stage1Config), seed=args.seed, device=device, features=feats)
+    model = generic.module().to(device)
+    test = data.test_x if arch.train_backbone_in_stage1 else backbone_features(arch, data.test_x, device)
+    logits = predict(model if arch.train_backbone_in_stage1 else model.fc, test)
+    generic.meta["test_top1"] = 100.0 * (logits.argmax(1) == data.test_y).float().mean().item()
+    generic.save(args.out)
+    log.info("generic %s: train acc %.2f%%, test top-1 over %d classes %.2f%% (%.0fs) -> %s", arch.name,
+             100 * generic.meta["train_acc"], len(data.classes), generic.meta["test_top1"], generic.meta["seconds"],
+             args.out)
+
+
+def cmd_features(args) -> None:
+    from benchmarks import artifacts
+    from benchmarks.datasets import ImageData
+    from benchmarks.train import Generic, backbone_features
+    device = _setup(args)
+    data, generic = ImageData.load(args.images), Generic.load(args.generic)
+    feats = {"train": backbone_features(generic.arch, data.train_x, device, generic),
+             "test": backbone_features(generic.arch, data.test_x, device, generic)}
+    artifacts.save_torch(feats, args.out)
+    log.info("features %s: train %s, test %s -> %s", generic.arch.name, tuple(feats["train"].shape),
+             tuple(feats["test"].shape), args.out)
+
+
+def _features(path, split: str):
+    from benchmarks import artifacts
+    return artifacts.load_torch(path)[split] if path else None
+
+
+def cmd_finetune(args) -> None:
+    import shutil
+
+    from benchmarks import artifacts
+    from benchmarks.config import FinetuneConfig
+    from benchmarks.datasets import ImageData
+    from benchmarks.tasks import get_split, load_tasks
+    from benchmarks.train import Generic, finetune_tasks
+    device = _setup(args)
+    data, generic = ImageData.load(args.images), Generic.load(args.generic)
+    tasks = get_split(load_tasks(args.tasks), args.split)[args.shard::args.n_shards]
+    parts = Path(str(args.out) + ".parts")
+    start = time.time()
+    cfg = _train_cfg(args, FinetuneConfig)
+    record = finetune_tasks(generic, data, tasks, cfg, seed=args.seed, device=device, parts_dir=parts,
+                            features=_features(args.features, "train"))
+    record["config"] = cfg.__dict__
+    artifacts.save_torch(record, args.out)
+    shutil.rmtree(parts, ignore_errors=True)
+    n = len(tasks)
+    log.info("fine-tuned %d p-Models in %.1fs (%.1f per minute); mean train acc %.2f%% -> %s", n,
+             time.time() - start, 60 * n / max(time.time() - start, 1e-9),
+             100 * record["train_acc"].mean().item() if n else float("nan"), args.out)
+
+
+def cmd_merge(args) -> None:
+    from benchmarks import artifacts
+    shards = [artifacts.load_torch(p) for p in args.shards]
+    merged = {"arch": shards[0]["arch"], "config": shards[0].get("config"),
+              "task_ids": [t for s in shards for t in s["task_ids"]],
+              "classes": [c for s in shards for c in s["classes"]],
+              "theta": torch.cat([s["theta"] for s in shards]),
+              "train_acc": torch.cat([s["train_acc"] for s in shards]),
+              "seconds": torch.cat([s["seconds"] for s in shards])}
+    artifacts.save_torch(merged, args.out)
+    log.info("merged %d shards: %d p-Models -> %s", len(shards), len(merged["task_ids"]), args.out)
+
+
+def _bench(args, device):
+    from benchmarks.datasets import ImageData
+    from benchmarks.pmodels import get_arch
+    from benchmarks.train import Generic
+    from methods.base import Bench, Zoo
+    data, generic = ImageData.load(args.images), Generic.load(args.generic)
+    zoo = Zoo.load(args.zoo)
+    return Bench(arch=get_arch(generic.arch.name), generic=generic, zoo=zoo, train_x=data.train_x,
+                 train_y=data.train_y, class_names=list(data.classes), num_classes=len(zoo.classes[0]),
+                 train_features=_features(args.features, "train"), seed=args.seed, device=device,
+                 encoder_cache=Path(args.encoder_cache) if args.encoder_cache else None,
+                 dataset=data.meta.get("kind", ""))
+
+
+def _method(args):
+    from methods.registry import build_method
+    return build_method(args.method, args.options)
+
+
+def cmd_fit(args) -> None:
+    from benchmarks import artifacts
+    device = _setup(args)
+    bench, method = _bench(args, device), _method(args)
+    start = time.time()
+    method.setup(bench, args.workdir)
+    method.fit(bench, Path(args.workdir))
+    artifacts.write_json({"method": args.method, "options": args.options, "seconds": time.time() - start,
+                          **artifacts.provenance(args.options)}, args.out or Path(args.workdir) / "fit.json")
+    log.info("fitted %s in %.1fs -> %s", args.method, time.time() - start, args.workdir)
+
+
+def cmd_generate(args) -> None:
+    from benchmarks import artifacts
+    from benchmarks.evaluate import check_vectors
+    from benchmarks.tasks import get_split, load_tasks
+    from methods.base import Tasks
+    device = _setup(args)
+    bench, method = _bench(args, device), _method(args)
+    method.setup(bench, args.workdir)
+    tasks = Tasks.from_records(get_split(load_tasks(args.tasks), args.split))
+    start = time.time()
+    theta = method.generate(tasks)
+    seconds = time.time() - start
+    check_vectors(theta, len(tasks), method.layout.n_params, method=args.method, task_ids=tasks.ids)
+    artifacts.save_torch({"method": args.method, "split": args.split, "task_ids": tasks.ids,
+                          "output_space": method.output_space, "theta": theta.detach().cpu().float(),
+                          "seconds": seconds}, args.out)
+    log.info("generated %d p-Models with %s in %.2fs -> %s", len(tasks), args.method, seconds, args.out)
+
+
+def cmd_evaluate(args) -> None:
+    from benchmarks import artifacts
+    from benchmarks.datasets import ImageData
+    from benchmarks.evaluate import evaluate, summarize
+    from benchmarks.tasks import get_split, load_tasks
+    from benchmarks.train import Generic
+    device = _setup(args)
+    data, generic = ImageData.load(args.images), Generic.load(args.generic)
+    vec = artifacts.load_torch(args.vectors)
+    by_id = {t["id"]: t for t in get_split(load_tasks(args.tasks), args.split)}
+    missing = [t for t in vec["task_ids"] if t not in by_id]
+    if missing:
+        raise ValueError(f"vectors name tasks not in split {args.split!r}: {missing[:5]}")
+    tasks = [by_id[t] for t in vec["task_ids"]]
+    df = evaluate(generic, data.test_x, data.test_y, tasks, vec["theta"], output_space=vec.get("output_space", "task"),
+                  features=_features(args.features, "test"), method=vec.get("method", "?"), device=device)
+    df.insert(0, "split", args.split)
+    df.insert(0, "method", args.label or vec.get("method", "?"))
+    with artifacts.atomic_path(args.out) as tmp:
+        df.to_csv(tmp, index=False)
+    s = summarize(df["accuracy"])
+    log.info("%s on %s: p-Acc %.2f +- %.2f (95%% CI, n=%d) -> %s", df["method"][0], args.split, s["mean"],
+             s["ci95"], s["n"], args.out)
+
+
+def cmd_oracle(args) -> None:
+    """Fine-tuned p-Models as vectors for the evaluation engine (the upper bound)."""
+    from benchmarks import artifacts
+    from benchmarks.tasks import get_split, load_tasks
+    rec = artifacts.load_torch(args.finetuned)
+    wanted = [t["id"] for t in get_split(load_tasks(args.tasks), args.split)]
+    pos = {t: i for i, t in enumerate(rec["task_ids"])}
+    missing = [t for t in wanted if t not in pos]
+    if missing:
+        raise ValueError(f"{len(missing)} task(s) of split {args.split!r} were not fine-tuned, e.g. {missing[:3]}")
+    theta = rec["theta"][[pos[t] for t in wanted]]
+    artifacts.save_torch({"method": "oracle", "split": args.split, "task_ids": wanted, "output_space": "task",
+                          "theta": theta, "seconds": float(rec["seconds"].mean())}, args.out)
+
+
+def cmd_report(args) -> None:
+    from benchmarks.report import write_table1
+    write_table1(args.results, args.out, config=args.config, stage_times=args.benchmarks)
+
+
+def cmd_methods(args) -> None:
+    from methods.registry import available
+    for name, target in sorted(available().items()):
+        print(f"{name:28s} {target}")
+
+
+def cmd_check_config(args) -> None:
+    from benchmarks.config import load_config
+    load_config(args.config)
+    print(f"{args.config}: valid")
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from benchmarks.config import FinetuneConfig, Stage1Config
+    from benchmarks.pmodels import PMODELS
+    parser = argparse.ArgumentParser(prog="nndiff", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="raw dataset -> uint8 32x32 images.pt")
+    p.add_argument("--kind", required=True, choices=["cifar100", "miniimagenet", "caltech101", "imagefolder", "synthetic"])
+    p.add_argument("--root", default="", help="dataset folder, relative to --data-root unless absolute")
+    p.add_argument("--data-root", default=None, help="$NNDIFF_DATA_ROOT overrides it")
+    p.add_argument("--options", type=_json, default={}, help="loader options as JSON")
+    p.add_argument("--download", action="store_true", help="let torchvision download where a network exists")
+    p.add_argument("--out", required=True)
+    _add_common(p, device=False)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("tasks", help="images.pt -> seeded task splits (zoo, id, ood, unseen-*, padded) as JSON")
+    p.add_argument("--images", required=True)
+    p.add_argument("--tasks-config", type=_json, default={}, help="TasksConfig fields as JSON")
+    p.add_argument("--out", required=True)
+    _add_common(p, device=False)
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("stage1", help="train the generic model on all classes")
+    p.add_argument("--images", required=True)
+    p.add_argument("--arch", required=True, choices=sorted(PMODELS))
+    p.add_argument("--out", required=True)
+    _add_train(p, Stage1Config)
+    _add_common(p)
+    p.set_defaults(func=cmd_stage1)
+
+    p = sub.add_parser("features", help="frozen backbone features of a head-only arch (train and test)")
+    p.add_argument("--images", required=True)
+    p.add_argument("--generic", required=True)
+    p.add_argument("--out", required=True)
+    _add_common(p, seed=False)
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("finetune", help="fine-tune one shard of a task split into p-Models (resumable)")
+    p.add_argument("--images", required=True)
+    p.add_argument("--generic", required=True)
+    p.add_argument("--tasks", required=True)
+    p.add_argument("--split", default="zoo")
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--n-shards", type=int, default=1)
+    p.add_argument("--features", default=None, help="features.pt for head-only archs")
+    p.add_argument("--out", required=True)
+    _add_train(p, FinetuneConfig)
+    _add_common(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("merge", help="concatenate fine-tuning shards")
+    p.add_argument("shards", nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_merge)
+
+    for name, func, hlp in [("fit", cmd_fit, "fit a method on the training side of a benchmark"),
+                            ("generate", cmd_generate, "generate p-Model vectors for a task split")]:
+        p = sub.add_parser(name, help=hlp)
+        p.add_argument("--method", required=True, help="registry name (see `nndiff methods`)")
+        p.add_argument("--options", type=_json, default={}, help="method Config fields as JSON")
+        p.add_argument("--images", required=True)
+        p.add_argument("--generic", required=True)
+        p.add_argument("--zoo", required=True)
+        p.add_argument("--features", default=None)
+        p.add_argument("--encoder-cache", default=None, help="folder caching text embeddings")
+        p.add_argument("--workdir", required=True, help="where fit leaves the method's state")
+        if name == "fit":
+            p.add_argument("--out", default=None, help="marker JSON written when fit succeeds (default <workdir>/fit.json)")
+        if name == "generate":
+            p.add_argument("--tasks", required=True)
+            p.add_argument("--split", required=True)
+            p.add_argument("--out", required=True)
+        _add_common(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("oracle", help="fine-tuned p-Models of a split as vectors (upper bound)")
+    p.add_argument("--finetuned", required=True)
+    p.add_argument("--tasks", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_oracle)
+
+    p = sub.add_parser("evaluate", help="vectors + tasks -> per-task accuracy CSV")
+    p.add_argument("--images", required=True)
+    p.add_argument("--generic", required=True)
+    p.add_argument("--tasks", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--vectors", required=True)
+    p.add_argument("--features", default=None)
+    p.add_argument("--label", default=None, help="method label written in the CSV")
+    p.add_argument("--out", required=True)
+    _add_common(p, seed=False)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="per-task CSVs -> reports/table1.md and .csv")
+    p.add_argument("results", nargs="+", help="CSV files data/<dataset>/<arch>/results/<method>/<split>.csv")
+    p.add_argument("--config", required=True, help="the config YAML the run used")
+    p.add_argument("--benchmarks", nargs="*", default=[], help="snakemake benchmark TSVs for stage times")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("methods", help="list registered methods")
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("check-config", help="validate a config YAML against the schema")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        args.func(args)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
+        log.error("%s", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Report tables: per-task accuracy CSVs -> reports/table1.md (Tina Table 1) with CIs and provenance."""
+from __future__ import annotations
+
+import glob
+import re
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from benchmarks import artifacts
+from benchmarks.evaluate import paired, summarize
+
+# Tina Table 1 (CNN / ResNet), printed beside ours; keys (method, dataset, arch, split).
+_T1 = {
+    "generic": ("19.76/39.32", "28.72/51.24", "29.14/47.95", "18.55/39.80", "29.88/52.24", "29.14/50.56"),
+    "classifier-selection": ("51.74/71.49", "64.83/84.01", "56.07/74.75", "51.02/72.47", "64.15/83.94", "56.44/76.03"),
+    "taper": ("52.16/65.50", "67.71/75.12", "58.48/77.92", "51.64/67.03", "66.85/72.30", "58.93/79.65"),
+    "tina": ("54.08/74.99", "68.35/86.46", "58.69/78.36", "53.31/75.34", "67.14/86.63", "59.27/79.69"),
+}
+_COLS = [("miniimagenet", "id"), ("cifar100", "id"), ("caltech101", "id"),
+         ("miniimagenet", "ood"), ("cifar100", "ood"), ("caltech101", "ood")]
+PAPER_TABLE1 = {(m, ds, arch, split): float(v.split("/")[a])
+                for m, vals in _T1.items() for (ds, split), v in zip(_COLS, vals)
+                for a, arch in enumerate(["cnn-5k", "resnet20-head"])}
+
+_PATH = re.compile(r"data/(?P<dataset>[^/]+)/(?P<arch>[^/]+)/results/(?P<method>[^/]+)/(?P<split>[^/]+)\.csv$")
+
+
+def load_results(paths: list[str]) -> pd.DataFrame:
+    """Concatenate per-task CSVs, taking dataset and arch from each file's path."""
+    frames = []
+    for p in paths:
+        m = _PATH.search(str(Path(p)).replace("\\", "/"))
+        if not m:
+            raise ValueError(f"result path {p} does not match data/<dataset>/<arch>/results/<method>/<split>.csv")
+        df = pd.read_csv(p)
+        df["dataset"], df["arch"] = m["dataset"], m["arch"]
+        df["method"], df["split"] = m["method"], m["split"]
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def summary_table(df: pd.DataFrame, baseline: str = "classifier-selection") -> pd.DataFrame:
+    """One row per (dataset, arch, split, method): mean, std, CI, n; the paper's value; paired diff vs baseline."""
+    rows = []
+    for (ds, arch, split, method), g in df.groupby(["dataset", "arch", "split", "method"], sort=False):
+        s = summarize(g["accuracy"])
+        row = {"dataset": ds, "arch": arch, "split": split, "method": method, **s,
+               "paper": PAPER_TABLE1.get((method.removesuffix("-slice"), ds, arch, split)) if not method.endswith("-slice") else None}
+        base = df[(df.dataset == ds) & (df.arch == arch) & (df.split == split) & (df.method == baseline)]
+        if method != baseline and len(base):
+            d = paired(g, base)
+            row.update({"vs_cs": d["mean"], "vs_cs_ci95": d["ci95"]})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(r) -> str:
+    text = f"{r['mean']:.2f} ± {r['ci95']:.2f} (n={r['n']})"
+    if pd.notna(r.get("paper")):
+        text += f" [paper {r['paper']:.2f}]"
+    return text
+
+
+def _stage_times(paths: list[str]) -> pd.DataFrame:
+    rows = []
+    for p in paths:
+        for f in glob.glob(p):
+            stage = Path(f).parent.name
+            t = pd.read_csv(f, sep="\t")
+            rows.append({"stage": stage, "seconds": float(t["s"].sum())})
+    if not rows:
+        return pd.DataFrame(columns=["stage", "jobs", "total seconds"])
+    df = pd.DataFrame(rows)
+    return df.groupby("stage").agg(jobs=("seconds", "size"), total_seconds=("seconds", "sum")).reset_index() \
+        .rename(columns={"total_seconds": "total seconds"})
+
+
+def write_table1(results: list[str], out: str, *, config: str, stage_times: list[str] = ()) -> pd.DataFrame:
+    df = load_results(results)
+    summary = summary_table(df)
+    summary["cell"] = summary.apply(_cell, axis=1)
+    summary["column"] = summary["dataset"] + " / " + summary["arch"] + " / " + summary["split"].str.upper()
+    wide = summary.pivot(index="method", columns="column", values="cell").fillna("–")
+    order = [m for m in ["generic", "classifier-selection", "classifier-selection-slice", "taper", "retrieval",
+                         "tina", "cond-pdiff", "oracle"] if m in wide.index]
+    wide = wide.loc[order + [m for m in wide.index if m not in order]]
+    paired_rows = summary.dropna(subset=["vs_cs"]) if "vs_cs" in summary else summary.iloc[:0]
+    cfg = yaml.safe_load(Path(config).read_text())
+    prov = artifacts.provenance(cfg)
+    lines = [
+        "# Table 1: personalization accuracy (p-Acc, %)", "",
+        "Mean ± 95% CI over tasks (n tasks) on each task's test images; `[paper x]` is Tina's Table 1.",
+        "ID = tasks in the zoo the generators trained on; OOD = class sets never in the zoo.",
+        "`classifier-selection` is the paper's rule (other rows zeroed, answers among all classes);",
+        "`-slice` keeps only the task's rows. `oracle` = p-Models fine-tuned on each evaluated task.", "",
+        wide.reset_index().to_markdown(index=False), "",
+        "## Paired difference to classifier selection (same tasks)", "",
+        paired_rows[["dataset", "arch", "split", "method", "vs_cs", "vs_cs_ci95", "n"]]
+        .rename(columns={"vs_cs": "mean diff", "vs_cs_ci95": "± 95% CI"}).to_markdown(index=False, floatfmt=".2f"), "",
+        "## Provenance", "",
+        f"- profile: `{cfg.get('profile')}` (config `{config}`, hash `{prov['config_hash']}`), seed {cfg.get('seed')}",
+        f"- commit: `{prov['commit']}`", f"- hardware: {prov['hardware']}",
+        f"- stage1: `{cfg.get('stage1')}`; finetune: `{cfg.get('finetune')}`", "",
+        "### Wall time per stage (snakemake benchmarks)", "",
+        _stage_times(list(stage_times)).to_markdown(index=False, floatfmt=".1f"), "",
+    ]
+    artifacts.write_text("\n".join(lines), out)
+    with artifacts.atomic_path(Path(out).with_suffix(".csv")) as tmp:
+        summary.drop(columns=["cell", "column"]).to_csv(tmp, index=False)
+    return summary

@@ -1,0 +1,76 @@
+import json
+
+from snakemake.utils import validate
+
+from benchmarks.config import data_root, method_specs
+from benchmarks.pmodels import get_arch
+
+
+validate(config, schema="../configs/config.schema.yaml")
+
+DATASETS = list(config["datasets"])
+ARCHS = list(config["archs"])
+METHODS = [spec.label for spec in method_specs(config)]
+SPLITS = config.get("evaluate", {}).get("splits", ["id", "ood"])
+THREADS = config.get("threads", 1)
+DEVICE = config.get("device", "auto")
+GPU = 1 if DEVICE == "cuda" else 0
+SHARDS = range(config["finetune"].get("shards", 4))
+EVALUATED = METHODS + (["oracle"] if config.get("report", {}).get("oracle", True) else [])
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    arch="|".join(ARCHS),
+    method="|".join(EVALUATED),
+    split="[a-z0-9-]+",
+    shard=r"\d+",
+
+
+def dataset_cfg(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def features_input(wildcards):
+    """Head-only archs classify frozen backbone features, computed once."""
+    if get_arch(wildcards.arch).head_only:
+        return f"data/{wildcards.dataset}/{wildcards.arch}/features.pt"
+    return []
+
+
+def features_flag(wildcards, input):
+    return f"--features {input.features}" if input.get("features") else ""
+
+
+def method_options(wildcards):
+    spec = next(s for s in method_specs(config) if s.label == wildcards.method)
+    return spec.method, json.dumps(spec.options)
+
+
+def finetuned_split(wildcards):
+    """The oracle of an ID task is its zoo p-Model; other splits are fine-tuned with the same recipe."""
+    return "zoo" if wildcards.split == "id" else wildcards.split
+
+
+def results(datasets=DATASETS, archs=ARCHS, methods=EVALUATED, splits=SPLITS):
+    return expand(
+        "data/{dataset}/{arch}/results/{method}/{split}.csv",
+        dataset=datasets,
+        arch=archs,
+        method=methods,
+        split=splits,
+    )
+
+
+def train_flags(section):
+    """Explicit flags, so a job's command can be pasted and rerun by hand."""
+    flags = []
+    for key, value in config[section].items():
+        if key == "shards":
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        else:
+            flags.append(f"{flag} {value}")
+    return " ".join(flags)

@@ -1,0 +1,112 @@
+rule fit:
+    input:
+        images="data/{dataset}/images.pt",
+        generic="data/{dataset}/{arch}/generic.pt",
+        zoo="data/{dataset}/{arch}/finetuned/zoo.pt",
+        features=features_input,
+    output:
+        "data/{dataset}/{arch}/methods/{method}/fit.json",
+    log:
+        "data/logs/fit/{dataset}-{arch}-{method}.log",
+    benchmark:
+        "data/benchmarks/fit/{dataset}-{arch}-{method}.tsv"
+    conda:
+        "../../envs/nndiff.yaml"
+    params:
+        method=lambda w: method_options(w)[0],
+        options=lambda w: method_options(w)[1],
+        features=features_flag,
+        workdir="data/{dataset}/{arch}/methods/{method}/state",
+        seed=config["seed"],
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        gpu=GPU,
+    shell:
+        "nndiff fit --method {params.method} --options '{params.options}' --images {input.images}"
+        " --generic {input.generic} --zoo {input.zoo} {params.features} --encoder-cache data/cache/encoders"
+        " --workdir {params.workdir} --seed {params.seed} --device {DEVICE} --threads {threads} --out {output}"
+        " > {log} 2>&1"
+
+
+rule generate:
+    input:
+        images="data/{dataset}/images.pt",
+        generic="data/{dataset}/{arch}/generic.pt",
+        zoo="data/{dataset}/{arch}/finetuned/zoo.pt",
+        tasks="data/{dataset}/tasks.json",
+        fitted="data/{dataset}/{arch}/methods/{method}/fit.json",
+        features=features_input,
+    output:
+        "data/{dataset}/{arch}/methods/{method}/generated/{split}.pt",
+    log:
+        "data/logs/generate/{dataset}-{arch}-{method}-{split}.log",
+    benchmark:
+        "data/benchmarks/generate/{dataset}-{arch}-{method}-{split}.tsv"
+    conda:
+        "../../envs/nndiff.yaml"
+    params:
+        method=lambda w: method_options(w)[0],
+        options=lambda w: method_options(w)[1],
+        features=features_flag,
+        workdir="data/{dataset}/{arch}/methods/{method}/state",
+        seed=config["seed"],
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        gpu=GPU,
+    shell:
+        "nndiff generate --method {params.method} --options '{params.options}' --images {input.images}"
+        " --generic {input.generic} --zoo {input.zoo} {params.features} --encoder-cache data/cache/encoders"
+        " --workdir {params.workdir} --tasks {input.tasks} --split {wildcards.split} --seed {params.seed}"
+        " --device {DEVICE} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule oracle:
+    input:
+        finetuned=lambda w: f"data/{w.dataset}/{w.arch}/finetuned/{finetuned_split(w)}.pt",
+        tasks="data/{dataset}/tasks.json",
+    output:
+        "data/{dataset}/{arch}/methods/oracle/generated/{split}.pt",
+    log:
+        "data/logs/oracle/{dataset}-{arch}-{split}.log",
+    benchmark:
+        "data/benchmarks/oracle/{dataset}-{arch}-{split}.tsv"
+    conda:
+        "../../envs/nndiff.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "nndiff oracle --finetuned {input.finetuned} --tasks {input.tasks} --split {wildcards.split}"
+        " --out {output} > {log} 2>&1"
+
+
+ruleorder: oracle > generate
+
+
+rule evaluate:
+    input:
+        images="data/{dataset}/images.pt",
+        generic="data/{dataset}/{arch}/generic.pt",
+        tasks="data/{dataset}/tasks.json",
+        vectors="data/{dataset}/{arch}/methods/{method}/generated/{split}.pt",
+        features=features_input,
+    output:
+        "data/{dataset}/{arch}/results/{method}/{split}.csv",
+    log:
+        "data/logs/evaluate/{dataset}-{arch}-{method}-{split}.log",
+    benchmark:
+        "data/benchmarks/evaluate/{dataset}-{arch}-{method}-{split}.tsv"
+    conda:
+        "../../envs/nndiff.yaml"
+    params:
+        features=features_flag,
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+        gpu=GPU,
+    shell:
+        "nndiff evaluate --images {input.images} --generic {input.generic} --tasks {input.tasks}"
+        " --split {wildcards.split} --vectors {input.vectors} {params.features} --label {wildcards.method}"
+        " --device {DEVICE} --threads {threads} --out {output} > {log} 2>&1"

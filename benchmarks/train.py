@@ -1,0 +1,243 @@
+"""Training loops: the stage-1 generic model and p-Model fine-tuning (Tina A.4).
+
+Data stay in memory as uint8 tensors; conversion and augmentation happen per batch on tensors,
+so there is no per-image Python work. Every random choice draws from an explicit generator seeded
+from (seed, task id), which makes a p-Model independent of which shard or resumed run trained it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from benchmarks import artifacts
+from benchmarks.config import FinetuneConfig, Stage1Config
+from benchmarks.pmodels import Layout, PModelArch, to_float
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch sees no GPU; use device: cpu or auto")
+    return torch.device(name)
+
+
+def derive_seed(seed: int, *keys: object) -> int:
+    """A stable 63-bit seed from a base seed and names (independent of PYTHONHASHSEED)."""
+    blob = "/".join([str(seed), *map(str, keys)]).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") >> 1
+
+
+def augment(x: Tensor, gen: torch.Generator, pad: int = 4) -> Tensor:
+    """Random crop with zero padding + horizontal flip, batched. x: float [B, C, H, W]."""
+    b, _, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h)).to(x.device)  # [B, H]
+    cols = (dx[:, None] + torch.arange(w)).to(x.device)  # [B, W]
+    bidx = torch.arange(b, device=x.device)[:, None, None]
+    out = xp.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def fit(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, lr: float, weight_decay: float,
+        batch_size: int, augment_images: bool, gen: torch.Generator, params=None,
+        desc: str | None = None) -> float:
+    """Adam with a cosine schedule over `epochs`; x is uint8 images or float features. Returns train accuracy
+    of the last epoch."""
+    device = next(model.parameters()).device
+    params = list(params if params is not None else model.parameters())
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    steps = epochs * -(-len(x) // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
+    images = x.dtype == torch.uint8
+    model.train()
+    correct = total = 0
+    for _ in tqdm(range(epochs), desc=desc, disable=desc is None, leave=False):
+        perm = torch.randperm(len(x), generator=gen)
+        correct = total = 0
+        for i in range(0, len(x), batch_size):
+            idx = perm[i:i + batch_size]
+            xb, yb = x[idx].to(device), y[idx].to(device)
+            if images:
+                xb = to_float(xb)
+                if augment_images:
+                    xb = augment(xb, gen)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            correct += (logits.argmax(1) == yb).sum().item()
+            total += len(yb)
+    model.eval()
+    return correct / max(total, 1)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
+    """Logits for uint8 images or float features, in batches."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size].to(device)
+        out.append(model(to_float(xb) if xb.dtype == torch.uint8 else xb).cpu())
+    return torch.cat(out)
+
+# ----------------------------------------------------------------------------- generic model
+
+
+@dataclass
+class Generic:
+    """The stage-1 model: a |Y|-way network over all classes of the dataset."""
+
+    arch: PModelArch
+    classes: list[str]
+    state: dict[str, Tensor]
+    meta: dict
+
+    def module(self, num_classes: int | None = None) -> nn.Module:
+        """The network with its head cut to `num_classes` rows (default: all), generic weights loaded."""
+        k = num_classes or len(self.classes)
+        model = self.arch.build(k)
+        state = {n: t for n, t in self.state.items() if not n.startswith("fc.") or k == len(self.classes)}
+        model.load_state_dict(state, strict=False)
+        return model
+
+    def flat(self) -> Tensor:
+        """Personalized parameters of the |Y|-way model, [n_params(|Y|)]."""
+        return self.arch.layout(len(self.classes)).flatten(self.state)
+
+    @property
+    def layout(self) -> Layout:
+        return self.arch.layout(len(self.classes))
+
+    def save(self, path) -> None:
+        artifacts.save_torch({"arch": self.arch.name, "classes": self.classes, "state": self.state,
+                              "meta": self.meta}, path)
+
+    @classmethod
+    def load(cls, path) -> "Generic":
+        from benchmarks.pmodels import get_arch
+        d = artifacts.load_torch(path)
+        return cls(get_arch(d["arch"]), list(d["classes"]), d["state"], d["meta"])
+
+
+def train_generic(arch: PModelArch, images, cfg: Stage1Config, *, seed: int, device: torch.device,
+                  features: Tensor | None = None) -> Generic:
+    """Stage 1: train on every class of the train split. Head-only archs with a frozen pretrained
+    backbone (CLIP) train just the classifier on precomputed `features`."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = arch.build(len(images.classes)).to(device)
+    start = time.time()
+    if arch.train_backbone_in_stage1:
+        x, trained = images.train_x, model
+    else:
+        if features is None:
+            raise ValueError(f"{arch.name}: stage 1 trains only the head and needs backbone features")
+        x, trained = features, model.fc
+    acc = fit(trained, x, images.train_y, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+              batch_size=cfg.batch_size, augment_images=cfg.augment, gen=gen, desc="stage1")
+    state = {n: t.detach().cpu() for n, t in model.state_dict().items()}
+    meta = {"train_acc": acc, "seconds": time.time() - start, "seed": seed, "config": cfg.__dict__}
+    return Generic(arch, list(images.classes), state, meta)
+
+@torch.no_grad()
+def backbone_features(arch: PModelArch, x: Tensor, device: torch.device, generic: Generic | None = None,
+                      batch_size: int = 500) -> Tensor:
+    """Frozen features [N, d] that a head-only p-Model classifies (computed once per dataset and arch).
+    ResNet-20 uses the trained generic backbone; CLIP ViT-B/32 its pretrained image tower."""
+    if arch.train_backbone_in_stage1:
+        if generic is None:
+            raise ValueError(f"{arch.name}: features come from the trained generic model; pass it")
+        model = generic.module().to(device).eval()
+        feats = [model.features(to_float(x[i:i + batch_size].to(device))).cpu() for i in range(0, len(x), batch_size)]
+        return torch.cat(feats)
+    from benchmarks.encoders import get_encoder  # CLIP image tower: the same weights as the text encoder
+    return get_encoder("clip").encode_image(x)
+
+# ----------------------------------------------------------------------------- p-Models
+
+
+def task_data(images_x: Tensor, images_y: Tensor, class_idx: list[int]) -> tuple[Tensor, Tensor]:
+    """Rows of the task's classes, labels remapped to their position in the task (prompt order)."""
+    lookup = torch.full((int(images_y.max()) + 1,), -1, dtype=torch.long)
+    lookup[torch.tensor(class_idx)] = torch.arange(len(class_idx))
+    y = lookup[images_y]
+    keep = y >= 0
+    return images_x[keep], y[keep]
+
+
+def init_pmodel(generic: Generic, class_idx: list[int], device: torch.device) -> nn.Module:
+    """The generic model with its classifier cut to the task's rows, in task order."""
+    model = generic.module(len(class_idx))
+    with torch.no_grad():
+        model.fc.weight.copy_(generic.state["fc.weight"][class_idx])
+        model.fc.bias.copy_(generic.state["fc.bias"][class_idx])
+    return model.to(device)
+
+
+def finetune_task(generic: Generic, x: Tensor, y: Tensor, class_idx: list[int], cfg: FinetuneConfig, *,
+                  seed: int, device: torch.device, features: Tensor | None = None) -> tuple[Tensor, float]:
+    """Fine-tune one p-Model. Returns (theta [n_params(K)], train accuracy of the last epoch).
+    Head-only archs train `fc` on precomputed backbone `features` (no augmentation: features are fixed)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = init_pmodel(generic, class_idx, device)
+    if generic.arch.head_only:
+        if features is None:
+            raise ValueError(f"{generic.arch.name}: fine-tuning the head needs backbone features")
+        xt, yt = task_data(features, y, class_idx)
+        acc = fit(model.fc, xt, yt, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                  batch_size=cfg.batch_size, augment_images=False, gen=gen)
+    else:
+        xt, yt = task_data(x, y, class_idx)
+        acc = fit(model, xt, yt, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                  batch_size=cfg.batch_size, augment_images=cfg.augment, gen=gen)
+    theta = generic.arch.layout(len(class_idx)).flatten(dict(model.cpu().named_parameters()))
+    return theta, acc
+
+
+def finetune_tasks(generic: Generic, images, tasks: list[dict], cfg: FinetuneConfig, *, seed: int,
+                   device: torch.device, parts_dir: Path, features: Tensor | None = None) -> dict:
+    """Fine-tune a list of tasks, one atomic part file per task under `parts_dir`; finished parts are
+    skipped, so a killed run resumes where it stopped. Returns the assembled record."""
+    index = {c: i for i, c in enumerate(generic.classes)}
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    thetas, accs, secs = [], [], []
+    for task in tqdm(tasks, desc="finetune", unit="p-Model"):
+        part = parts_dir / f"{task['id']}.pt"
+        if not part.exists():
+            start = time.time()
+            idx = [index[c] for c in task["classes"]]
+            theta, acc = finetune_task(generic, images.train_x, images.train_y, idx, cfg,
+                                       seed=derive_seed(seed, "finetune", task["id"]), device=device,
+                                       features=features)
+            if not torch.isfinite(theta).all():
+                raise FloatingPointError(f"fine-tuning task {task['id']} produced NaN/inf weights; lower the lr")
+            artifacts.save_torch({"theta": theta, "train_acc": acc, "seconds": time.time() - start}, part)
+        rec = artifacts.load_torch(part)
+        thetas.append(rec["theta"])
+        accs.append(rec["train_acc"])
+        secs.append(rec["seconds"])
+    return {"arch": generic.arch.name, "task_ids": [t["id"] for t in tasks],
+            "classes": [list(t["classes"]) for t in tasks],
+            "theta": torch.stack(thetas) if thetas else torch.zeros(0, generic.arch.layout(10).n_params),
+            "train_acc": torch.tensor(accs, dtype=torch.float64), "seconds": torch.tensor(secs, dtype=torch.float64)}

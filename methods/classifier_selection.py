@@ -1,0 +1,43 @@
+"""Classifier selection (Tina 2.1.2, A.4): the generic model with only the task's classifier rows."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from methods.base import Bench, Method, Tasks
+
+RULES = ("mask", "slice")
+
+
+class ClassifierSelection(Method):
+    """Keep the stage-1 rows of the task's classes. `mask` (paper A.4): an all-class head with the other
+    rows and biases zeroed, so the model still answers among all classes; `slice`: a K-way head in prompt order."""
+
+    name = "classifier-selection"
+
+    @dataclass
+    class Config:
+        rule: str = "mask"  # paper A.4 zeroes the other rows; "slice" answers among the task's classes only
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        if self.config.rule not in RULES:
+            raise ValueError(f"classifier-selection rule must be one of {RULES}, got {self.config.rule!r}")
+        self.output_space = "all" if self.config.rule == "mask" else "task"
+
+    def fit(self, bench: Bench, workdir: Path) -> None:
+        self.save_state(theta=bench.generic.flat(), classes=bench.class_names)
+
+    def generate(self, tasks: Tasks) -> Tensor:
+        state = self.load_state()
+        rows = tasks.class_indices(state["classes"])  # [n_tasks, K]
+        full = self.bench.generic.layout
+        if self.config.rule == "slice":
+            return full.take_rows(state["theta"], rows)  # [n_tasks, n_params(K)]
+        keep = torch.zeros(len(tasks), len(state["classes"]), dtype=torch.bool)
+        keep.scatter_(1, rows, True)
+        head = full.head_rows(state["theta"]).expand(len(tasks), -1, -1) * keep.unsqueeze(-1)  # zero other rows
+        return full.assemble(full.body(state["theta"]).expand(len(tasks), -1), head)  # [n_tasks, n_params(|Y|)]

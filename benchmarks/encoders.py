@@ -190,9 +190,8 @@ class ClipEncoder(Encoder):
         self.tokenizer = open_clip.get_tokenizer(model)
         self.dim = int(self.model.visual.output_dim)
         cfg = getattr(self.model.visual, "preprocess_cfg", {})
-        self.image_size = tuple(cfg.get("size", self.model.visual.image_size))
-        if isinstance(self.image_size[0], int) and len(self.image_size) == 1:
-            self.image_size = self.image_size * 2
+        size = cfg.get("size", self.model.visual.image_size)
+        self.image_size = (size, size) if isinstance(size, int) else tuple(size)  # (224, 224) for ViT-B-32
         self.mean = torch.tensor(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg.get("std", open_clip.OPENAI_DATASET_STD)).view(1, 3, 1, 1)
 

@@ -96,7 +96,8 @@ def test_cifar100_pickles(tmp_path):
     check_shapes(d)
     assert d.classes == ["apple", "maple_tree", "oak_tree"]
     assert d.superclasses == ["fruit_and_vegetables", "trees", "trees"]
-    assert (d.meta["kind"], d.meta["root"], d.meta["n_train"], d.meta["n_test"]) == ("cifar100", str(tmp_path), 12, 6)
+    meta = (d.meta["kind"], d.meta["root"], d.meta["n_train"], d.meta["n_test"])
+    assert meta == ("cifar100", str(tmp_path), 12, 6)
     data, fine = arrays["train"]
     # Row layout is 1024 R, 1024 G, 1024 B: pixel (row 1, col 2) of channel 2 is at 2048 + 32 + 2.
     assert int(d.train_x[5, 2, 1, 2]) == int(data[5, 2048 + 32 + 2])
@@ -198,7 +199,8 @@ def test_synthetic_deterministic_and_seeded():
     check_shapes(a)
     assert a.train_x.shape == (20 * 60, 3, 32, 32) and a.test_x.shape == (20 * 20, 3, 32, 32)
     assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_x, b.test_x)
-    assert a.classes == list(NOUNS[:20]) and a.superclasses[:5] == ["group-0", "group-1", "group-2", "group-3", "group-0"]
+    assert a.classes == list(NOUNS[:20])
+    assert a.superclasses[:5] == ["group-0", "group-1", "group-2", "group-3", "group-0"]
     assert not torch.equal(prepare("synthetic", None, seed=1).train_x, a.train_x)
     small = prepare("synthetic", None, n_classes=5, n_train=3, n_test=2, n_superclasses=0)
     assert small.superclasses is None and small.train_x.shape[0] == 15 and small.test_x.shape[0] == 10

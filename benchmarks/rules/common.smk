@@ -16,7 +16,8 @@ THREADS = config.get("threads", 1)
 DEVICE = config.get("device", "auto")
 GPU = 1 if DEVICE == "cuda" else 0
 SHARDS = range(config["finetune"].get("shards", 4))
-EVALUATED = METHODS + (["oracle"] if config.get("report", {}).get("oracle", True) else [])
+ORACLE = ["oracle"] if config.get("report", {}).get("oracle", True) else []
+EVALUATED = [*METHODS, *ORACLE]
 
 
 wildcard_constraints:
@@ -68,9 +69,9 @@ def train_flags(section):
     for key, value in config[section].items():
         if key == "shards":
             continue
-        flag = "--" + key.replace("_", "-")
+        name = key.replace("_", "-")
         if isinstance(value, bool):
-            flags.append(flag if value else "--no-" + flag[2:])
+            flags.append(f"--{name}" if value else f"--no-{name}")
         else:
-            flags.append(f"{flag} {value}")
+            flags.append(f"--{name} {value}")
     return " ".join(flags)

@@ -13,6 +13,7 @@ rule fit:
     conda:
         "../../envs/nndiff.yaml"
     params:
+        device=DEVICE,
         method=lambda w: method_options(w)[0],
         options=lambda w: method_options(w)[1],
         features=features_flag,
@@ -25,7 +26,7 @@ rule fit:
     shell:
         "nndiff fit --method {params.method} --options '{params.options}' --images {input.images}"
         " --generic {input.generic} --zoo {input.zoo} {params.features} --encoder-cache data/cache/encoders"
-        " --workdir {params.workdir} --seed {params.seed} --device {DEVICE} --threads {threads} --out {output}"
+        " --workdir {params.workdir} --seed {params.seed} --device {params.device} --threads {threads} --out {output}"
         " > {log} 2>&1"
 
 
@@ -46,6 +47,7 @@ rule generate:
     conda:
         "../../envs/nndiff.yaml"
     params:
+        device=DEVICE,
         method=lambda w: method_options(w)[0],
         options=lambda w: method_options(w)[1],
         features=features_flag,
@@ -59,7 +61,7 @@ rule generate:
         "nndiff generate --method {params.method} --options '{params.options}' --images {input.images}"
         " --generic {input.generic} --zoo {input.zoo} {params.features} --encoder-cache data/cache/encoders"
         " --workdir {params.workdir} --tasks {input.tasks} --split {wildcards.split} --seed {params.seed}"
-        " --device {DEVICE} --threads {threads} --out {output} > {log} 2>&1"
+        " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule oracle:
@@ -101,6 +103,7 @@ rule evaluate:
     conda:
         "../../envs/nndiff.yaml"
     params:
+        device=DEVICE,
         features=features_flag,
     threads: THREADS
     resources:
@@ -109,4 +112,4 @@ rule evaluate:
     shell:
         "nndiff evaluate --images {input.images} --generic {input.generic} --tasks {input.tasks}"
         " --split {wildcards.split} --vectors {input.vectors} {params.features} --label {wildcards.method}"
-        " --device {DEVICE} --threads {threads} --out {output} > {log} 2>&1"
+        " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"

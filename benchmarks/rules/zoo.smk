@@ -10,6 +10,7 @@ rule stage1:
     conda:
         "../../envs/nndiff.yaml"
     params:
+        device=DEVICE,
         flags=train_flags("stage1"),
         seed=config["seed"],
     threads: THREADS
@@ -18,7 +19,7 @@ rule stage1:
         gpu=GPU,
     shell:
         "nndiff stage1 --images {input.images} --arch {wildcards.arch} {params.flags} --seed {params.seed}"
-        " --device {DEVICE} --threads {threads} --out {output} > {log} 2>&1"
+        " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule features:
@@ -33,12 +34,14 @@ rule features:
         "data/benchmarks/features/{dataset}-{arch}.tsv"
     conda:
         "../../envs/nndiff.yaml"
+    params:
+        device=DEVICE,
     threads: THREADS
     resources:
         mem_mb=8000,
         gpu=GPU,
     shell:
-        "nndiff features --images {input.images} --generic {input.generic} --device {DEVICE}"
+        "nndiff features --images {input.images} --generic {input.generic} --device {params.device}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -57,6 +60,7 @@ rule finetune:
     conda:
         "../../envs/nndiff.yaml"
     params:
+        device=DEVICE,
         flags=train_flags("finetune"),
         n_shards=len(SHARDS),
         features=features_flag,
@@ -68,7 +72,7 @@ rule finetune:
     shell:
         "nndiff finetune --images {input.images} --generic {input.generic} --tasks {input.tasks}"
         " --split {wildcards.split} --shard {wildcards.shard} --n-shards {params.n_shards} {params.features}"
-        " {params.flags} --seed {params.seed} --device {DEVICE} --threads {threads} --out {output} > {log} 2>&1"
+        " {params.flags} --seed {params.seed} --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule merge_shards:

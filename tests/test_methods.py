@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from benchmarks.evaluate import evaluate
+from benchmarks.tasks import get_split
+from methods.base import Tasks
+from methods.registry import available, build_method
+
+
+@pytest.mark.parametrize("name", sorted(available()))
+def test_every_registered_method_fits_and_generates(tiny, tmp_path, name):
+    method = build_method(name).setup(tiny.bench, tmp_path)
+    method.fit(tiny.bench, tmp_path)
+    tasks = Tasks.from_records(get_split(tiny.tasks, "ood"))
+    # generate in a "fresh process": a new instance that only has the workdir
+    fresh = build_method(name).setup(tiny.bench, tmp_path)
+    theta = fresh.generate(tasks)
+    assert theta.shape == (len(tasks), fresh.layout.n_params)
+    assert torch.isfinite(theta).all()
+
+
+def test_classifier_selection_rules(tiny, tmp_path):
+    tasks_rec = get_split(tiny.tasks, "ood")
+    tasks = Tasks.from_records(tasks_rec)
+    out = {}
+    for rule in ["mask", "slice"]:
+        m = build_method("classifier-selection", {"rule": rule}).setup(tiny.bench, tmp_path / rule)
+        m.fit(tiny.bench, tmp_path / rule)
+        theta = m.generate(tasks)
+        out[rule] = evaluate(tiny.generic, tiny.images.test_x, tiny.images.test_y, tasks_rec, theta,
+                             output_space=m.output_space)["accuracy"]
+    slice_theta = build_method("classifier-selection", {"rule": "slice"}).setup(tiny.bench, tmp_path / "slice") \
+        .generate(tasks)
+    idx = tasks.class_indices(tiny.bench.class_names)
+    w = tiny.bench.layout.unflatten(slice_theta)["fc.weight"]
+    assert torch.equal(w, tiny.generic.state["fc.weight"][idx])
+    # slicing can only help: a masked model may also answer with a zeroed class
+    assert (out["slice"] >= out["mask"]).all()
+
+
+def test_unknown_class_and_option_errors(tiny, tmp_path):
+    m = build_method("classifier-selection").setup(tiny.bench, tmp_path)
+    m.fit(tiny.bench, tmp_path)
+    with pytest.raises(ValueError, match="unicorn"):
+        m.generate(Tasks(["t"], [["unicorn", "apple", "ant", "bee"]]))
+    with pytest.raises(ValueError, match="rule"):
+        build_method("classifier-selection", {"rul": "x"})
+
+
+def test_generate_before_fit_says_so(tiny, tmp_path):
+    m = build_method("generic").setup(tiny.bench, tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="fit"):
+        m.generate(Tasks(["t"], [tiny.bench.class_names[:4]]))

@@ -1,0 +1,113 @@
+"""The DAG: dry runs and lint (fast), the smoke profile end to end with a third-party plugin (slow),
+and a zoo build killed with SIGKILL and rerun (slow)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.plugin_fixture import install_plugin
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SMOKE = ROOT / "benchmarks" / "configs" / "smoke.yaml"
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", HF_HUB_OFFLINE="1")
+    env.update(extra)
+    return env
+
+
+def snakemake(*args, cwd=ROOT, env=None, check=True) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), *args]
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env or _env())
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_dry_run_builds_the_dag(profile, tmp_path):
+    out = snakemake("-n", "--cores", "2", "reports/table1.md", "--configfile",
+                    str(ROOT / "benchmarks" / "configs" / f"{profile}.yaml"), "--directory", str(tmp_path))
+    assert "table1" in out.stdout and "finetune" in out.stdout
+
+
+def test_lint_is_clean():
+    out = snakemake("--lint", "--configfile", str(SMOKE), check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_malformed_config_fails_before_any_job(tmp_path):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["finetune"]["epoch"] = 2  # typo
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    out = snakemake("-n", "--cores", "1", "reports/table1.md", "--configfile", str(bad), check=False)
+    assert out.returncode != 0 and "epoch" in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_smoke_profile_end_to_end_with_plugin(tmp_path):
+    site = install_plugin(tmp_path / "site")
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["methods"]["zoo-mean"] = {"scale": 1.0}
+    config = tmp_path / "smoke-plugin.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    env = _env(PYTHONPATH=str(site))
+    snakemake("--cores", "2", "reports/table1.md", "--configfile", str(config), "--directory", str(work), env=env)
+    table = (work / "reports" / "table1.md").read_text()
+    for row in ["generic", "classifier-selection", "oracle", "zoo-mean"]:
+        assert f"| {row} " in table
+    import pandas as pd
+    summary = pd.read_csv(work / "reports" / "table1.csv")
+    cs = summary[(summary.method == "classifier-selection-slice") & (summary.split == "ood")]["mean"].item()
+    assert cs > 100 / cfg["tasks"]["classes_per_task"]  # personalization beats chance
+    # a second run has nothing to do
+    again = snakemake("-n", "--cores", "2", "reports/table1.md", "--configfile", str(config), "--directory",
+                      str(work), env=env)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_killed_zoo_build_reruns_to_identical_result(tmp_path):
+    """kill -9 in the middle of `nndiff finetune`, rerun: only missing p-Models are trained, result bit-identical."""
+    nd = [str(BIN / "nndiff")]
+    subprocess.run(nd + ["prepare", "--kind", "synthetic", "--options", '{"n_classes": 12, "n_train": 60}',
+                         "--out", str(tmp_path / "images.pt")], check=True, env=_env())
+    subprocess.run(nd + ["tasks", "--images", str(tmp_path / "images.pt"), "--tasks-config",
+                         '{"classes_per_task": 4, "zoo_rounds": 3, "n_ood": 2, "n_id_eval": 2, "unseen_levels": [0],'
+                         ' "n_unseen_eval": 1, "unseen_zoo_rounds": 2, "padded_sizes": [4], "n_padded_per_size": 1}',
+                         "--out", str(tmp_path / "tasks.json")], check=True, env=_env())
+    subprocess.run(nd + ["stage1", "--images", str(tmp_path / "images.pt"), "--arch", "cnn-5k", "--epochs", "1",
+                         "--out", str(tmp_path / "generic.pt")], check=True, env=_env())
+    finetune = nd + ["finetune", "--images", str(tmp_path / "images.pt"), "--generic", str(tmp_path / "generic.pt"),
+                     "--tasks", str(tmp_path / "tasks.json"), "--epochs", "3", "--device", "cpu"]
+    subprocess.run(finetune + ["--out", str(tmp_path / "full.pt")], check=True, env=_env())
+
+    out = tmp_path / "killed.pt"
+    parts = Path(f"{out}.parts")
+    proc = subprocess.Popen(finetune + ["--out", str(out)], env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(parts.glob("*.pt"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {p.name for p in parts.glob("*.pt")}
+    assert not out.exists() and 2 <= len(done_before) < 9
+    subprocess.run(finetune + ["--out", str(out)], check=True, env=_env())
+    full, resumed = torch.load(tmp_path / "full.pt"), torch.load(out)
+    assert torch.equal(full["theta"], resumed["theta"]) and full["task_ids"] == resumed["task_ids"]
+    assert not parts.exists()
+    shutil.rmtree(tmp_path, ignore_errors=True)

@@ -109,6 +109,15 @@ def cmd_features(args) -> None:
              tuple(feats["test"].shape), args.out)
 
 
+def _arch(args, generic):
+    """The p-Model arch: --arch when given (e.g. a LoRA variant of the generic's arch), else the generic's."""
+    from benchmarks.pmodels import get_arch
+    arch = get_arch(args.arch) if getattr(args, "arch", None) else generic.arch
+    if arch.base != generic.arch.name:
+        raise ValueError(f"p-Model arch {arch.name!r} starts from a {arch.base!r} generic model, got {generic.arch.name!r}")
+    return arch
+
+
 def _features(path, split: str):
     from benchmarks import artifacts
     return artifacts.load_torch(path)[split] if path else None
@@ -129,7 +138,7 @@ def cmd_finetune(args) -> None:
     start = time.time()
     cfg = _train_cfg(args, FinetuneConfig)
     record = finetune_tasks(generic, data, tasks, cfg, seed=args.seed, device=device, parts_dir=parts,
-                            features=_features(args.features, "train"))
+                            features=_features(args.features, "train"), arch=_arch(args, generic))
     record["config"] = cfg.__dict__
     artifacts.save_torch(record, args.out)
     shutil.rmtree(parts, ignore_errors=True)
@@ -154,16 +163,15 @@ def cmd_merge(args) -> None:
 
 def _bench(args, device):
     from benchmarks.datasets import ImageData
-    from benchmarks.pmodels import get_arch
     from benchmarks.train import Generic
     from methods.base import Bench, Zoo
     data, generic = ImageData.load(args.images), Generic.load(args.generic)
     zoo = Zoo.load(args.zoo)
-    return Bench(arch=get_arch(generic.arch.name), generic=generic, zoo=zoo, train_x=data.train_x,
+    return Bench(arch=_arch(args, generic), generic=generic, zoo=zoo, train_x=data.train_x,
                  train_y=data.train_y, class_names=list(data.classes), num_classes=len(zoo.classes[0]),
                  train_features=_features(args.features, "train"), seed=args.seed, device=device,
                  encoder_cache=Path(args.encoder_cache) if args.encoder_cache else None,
-                 dataset=data.meta.get("kind", ""))
+                 text_encoder_spec=args.encoder, dataset=data.meta.get("kind", ""))
 
 
 def _method(args):
@@ -217,7 +225,8 @@ def cmd_evaluate(args) -> None:
         raise ValueError(f"vectors name tasks not in split {args.split!r}: {missing[:5]}")
     tasks = [by_id[t] for t in vec["task_ids"]]
     df = evaluate(generic, data.test_x, data.test_y, tasks, vec["theta"], output_space=vec.get("output_space", "task"),
-                  features=_features(args.features, "test"), method=vec.get("method", "?"), device=device)
+                  features=_features(args.features, "test"), method=vec.get("method", "?"), device=device,
+                  arch=_arch(args, generic))
     df.insert(0, "split", args.split)
     df.insert(0, "method", args.label or vec.get("method", "?"))
     with artifacts.atomic_path(args.out) as tmp:
@@ -308,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--n-shards", type=int, default=1)
     p.add_argument("--features", default=None, help="features.pt for head-only archs")
+    p.add_argument("--arch", default=None, choices=sorted(PMODELS), help="p-Model arch (default: the generic's)")
     p.add_argument("--out", required=True)
     _add_train(p, FinetuneConfig)
     _add_common(p)
@@ -328,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--zoo", required=True)
         p.add_argument("--features", default=None)
         p.add_argument("--encoder-cache", default=None, help="folder caching text embeddings")
+        p.add_argument("--encoder", type=_json, default={"name": "minilm"},
+                       help='text encoder as JSON, e.g. {"name": "table", "options": {"path": "x.npy"}}')
+        p.add_argument("--arch", default=None, choices=sorted(PMODELS), help="p-Model arch (default: the generic's)")
         p.add_argument("--workdir", required=True, help="where fit leaves the method's state")
         if name == "fit":
             p.add_argument("--out", default=None, help="marker JSON written when fit succeeds (default <workdir>/fit.json)")
@@ -353,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vectors", required=True)
     p.add_argument("--features", default=None)
     p.add_argument("--label", default=None, help="method label written in the CSV")
+    p.add_argument("--arch", default=None, choices=sorted(PMODELS), help="p-Model arch (default: the generic's)")
     p.add_argument("--out", required=True)
     _add_common(p, seed=False)
     p.set_defaults(func=cmd_evaluate)

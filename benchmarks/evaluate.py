@@ -33,13 +33,14 @@ def check_vectors(theta: Tensor, n_tasks: int, n_params: int, *, method: str, ta
 @torch.no_grad()
 def evaluate(generic: Generic, test_x: Tensor, test_y: Tensor, tasks: list[dict], theta: Tensor, *,
              output_space: str = "task", features: Tensor | None = None, method: str = "?",
-             batch_size: int = 1000, device: torch.device = torch.device("cpu")) -> pd.DataFrame:
+             batch_size: int = 1000, device: torch.device = torch.device("cpu"), arch=None) -> pd.DataFrame:
     """Accuracy of each task's p-Model on the test images of the task's classes.
 
     Args:
         test_x: uint8 [M, 3, 32, 32] test images; test_y: int64 [M] dataset labels.
         tasks: [{"id", "classes"}]; theta: [n_tasks, n_params] in the layout of `output_space`.
         features: frozen test features [M, d] for head-only archs (else images go through the net).
+        arch: the p-Model architecture (default: the generic model's own).
     Returns:
         one row per task: task_id, classes ("|"-joined), n_images, correct, accuracy (in %).
     """
@@ -49,7 +50,7 @@ def evaluate(generic: Generic, test_x: Tensor, test_y: Tensor, tasks: list[dict]
     unknown = sorted({c for t in tasks for c in t["classes"] if c not in index})
     if unknown:
         raise ValueError(f"tasks name classes the dataset lacks: {unknown[:10]}")
-    arch = generic.arch
+    arch = arch or generic.arch
     ks = {len(t["classes"]) for t in tasks}
     k_out = len(generic.classes) if output_space == "all" else (ks.pop() if len(ks) == 1 else None)
     if k_out is None:
@@ -57,7 +58,7 @@ def evaluate(generic: Generic, test_x: Tensor, test_y: Tensor, tasks: list[dict]
     layout = arch.layout(k_out)
     check_vectors(theta, len(tasks), layout.n_params, method=method, task_ids=[t["id"] for t in tasks])
     params = layout.unflatten(theta.float())
-    model = generic.module(k_out).to(device).eval()  # frozen (non-personalized) weights from the generic model
+    model = generic.module(k_out, arch).to(device).eval()  # frozen (non-personalized) weights from the generic model
     rows = []
     for i, task in enumerate(tasks):
         idx = [index[c] for c in task["classes"]]

@@ -199,6 +199,11 @@ class PModelArch:
     head_only: bool  # True: only `fc` is personalized; features come from the frozen generic backbone
     train_backbone_in_stage1: bool = True  # False for CLIP: its tower is pretrained and frozen
     description: str = ""
+    generic_arch: str | None = None  # the arch whose stage-1 model this one starts from (default: itself)
+
+    @property
+    def base(self) -> str:
+        return self.generic_arch or self.name
 
     def build(self, num_classes: int) -> nn.Module:
         return self.build_fn(num_classes)
@@ -206,11 +211,23 @@ class PModelArch:
     def layout(self, num_classes: int = 10) -> Layout:
         model = self.build(num_classes)
         named = dict(model.named_parameters())
-        names = ["fc.weight", "fc.bias"] if self.head_only else list(named)
-        return Layout({n: tuple(named[n].shape) for n in names})
+        return Layout({n: tuple(named[n].shape) for n in self.personalized_names(model)})
 
     def personalized_names(self, model: nn.Module) -> list[str]:
+        """Parameters a method generates, in flat-layout order; the head (fc.weight, fc.bias) comes last."""
         return ["fc.weight", "fc.bias"] if self.head_only else [n for n, _ in model.named_parameters()]
+
+    def from_generic(self, state: dict[str, Tensor], class_idx: list[int] | None = None) -> nn.Module:
+        """A p-Model initialised from the stage-1 `state`: every non-head weight copied, the head cut to the
+        rows `class_idx` in task order (None: the full |Y|-way head)."""
+        k = len(class_idx) if class_idx is not None else state["fc.weight"].shape[0]
+        model = self.build(k)
+        model.load_state_dict({n: t for n, t in state.items() if not n.startswith("fc.")}, strict=False)
+        rows = torch.as_tensor(class_idx) if class_idx is not None else slice(None)
+        with torch.no_grad():
+            model.fc.weight.copy_(state["fc.weight"][rows])
+            model.fc.bias.copy_(state["fc.bias"][rows])
+        return model
 
 
 def _clip_vit(num_classes: int) -> nn.Module:

@@ -112,13 +112,11 @@ class Generic:
     state: dict[str, Tensor]
     meta: dict
 
-    def module(self, num_classes: int | None = None) -> nn.Module:
-        """The network with its head cut to `num_classes` rows (default: all), generic weights loaded."""
+    def module(self, num_classes: int | None = None, arch: PModelArch | None = None) -> nn.Module:
+        """The network (of `arch`, default the generic's own) with the generic weights and a head of
+        `num_classes` rows (default all; a K-row head starts as the first K rows)."""
         k = num_classes or len(self.classes)
-        model = self.arch.build(k)
-        state = {n: t for n, t in self.state.items() if not n.startswith("fc.") or k == len(self.classes)}
-        model.load_state_dict(state, strict=False)
-        return model
+        return (arch or self.arch).from_generic(self.state, list(range(k)))
 
     def flat(self) -> Tensor:
         """Personalized parameters of the |Y|-way model, [n_params(|Y|)]."""
@@ -185,40 +183,46 @@ def task_data(images_x: Tensor, images_y: Tensor, class_idx: list[int]) -> tuple
     return images_x[keep], y[keep]
 
 
-def init_pmodel(generic: Generic, class_idx: list[int], device: torch.device) -> nn.Module:
+def init_pmodel(generic: Generic, class_idx: list[int], device: torch.device,
+                arch: PModelArch | None = None) -> nn.Module:
     """The generic model with its classifier cut to the task's rows, in task order."""
-    model = generic.module(len(class_idx))
-    with torch.no_grad():
-        model.fc.weight.copy_(generic.state["fc.weight"][class_idx])
-        model.fc.bias.copy_(generic.state["fc.bias"][class_idx])
-    return model.to(device)
+    return (arch or generic.arch).from_generic(generic.state, class_idx).to(device)
 
 
 def finetune_task(generic: Generic, x: Tensor, y: Tensor, class_idx: list[int], cfg: FinetuneConfig, *,
-                  seed: int, device: torch.device, features: Tensor | None = None) -> tuple[Tensor, float]:
-    """Fine-tune one p-Model. Returns (theta [n_params(K)], train accuracy of the last epoch).
-    Head-only archs train `fc` on precomputed backbone `features` (no augmentation: features are fixed)."""
+                  seed: int, device: torch.device, features: Tensor | None = None,
+                  arch: PModelArch | None = None) -> tuple[Tensor, float]:
+    """Fine-tune one p-Model's personalized parameters (the others stay frozen). Returns
+    (theta [n_params(K)], train accuracy of the last epoch). Head-only archs train `fc` on precomputed
+    backbone `features` (no augmentation: features are fixed)."""
+    arch = arch or generic.arch
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = init_pmodel(generic, class_idx, device)
-    if generic.arch.head_only:
+    model = init_pmodel(generic, class_idx, device, arch)
+    names = arch.personalized_names(model)
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in names)
+    trained = dict(model.named_parameters())
+    if arch.head_only:
         if features is None:
-            raise ValueError(f"{generic.arch.name}: fine-tuning the head needs backbone features")
+            raise ValueError(f"{arch.name}: fine-tuning the head needs backbone features")
         xt, yt = task_data(features, y, class_idx)
         acc = fit(model.fc, xt, yt, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                   batch_size=cfg.batch_size, augment_images=False, gen=gen)
     else:
         xt, yt = task_data(x, y, class_idx)
         acc = fit(model, xt, yt, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                  batch_size=cfg.batch_size, augment_images=cfg.augment, gen=gen)
-    theta = generic.arch.layout(len(class_idx)).flatten(dict(model.cpu().named_parameters()))
+                  batch_size=cfg.batch_size, augment_images=cfg.augment, gen=gen, params=[trained[n] for n in names])
+    theta = arch.layout(len(class_idx)).flatten(dict(model.cpu().named_parameters()))
     return theta, acc
 
 
 def finetune_tasks(generic: Generic, images, tasks: list[dict], cfg: FinetuneConfig, *, seed: int,
-                   device: torch.device, parts_dir: Path, features: Tensor | None = None) -> dict:
+                   device: torch.device, parts_dir: Path, features: Tensor | None = None,
+                   arch: PModelArch | None = None) -> dict:
     """Fine-tune a list of tasks, one atomic part file per task under `parts_dir`; finished parts are
     skipped, so a killed run resumes where it stopped. Returns the assembled record."""
+    arch = arch or generic.arch
     index = {c: i for i, c in enumerate(generic.classes)}
     parts_dir.mkdir(parents=True, exist_ok=True)
     thetas, accs, secs = [], [], []
@@ -229,7 +233,7 @@ def finetune_tasks(generic: Generic, images, tasks: list[dict], cfg: FinetuneCon
             idx = [index[c] for c in task["classes"]]
             theta, acc = finetune_task(generic, images.train_x, images.train_y, idx, cfg,
                                        seed=derive_seed(seed, "finetune", task["id"]), device=device,
-                                       features=features)
+                                       features=features, arch=arch)
             if not torch.isfinite(theta).all():
                 raise FloatingPointError(f"fine-tuning task {task['id']} produced NaN/inf weights; lower the lr")
             artifacts.save_torch({"theta": theta, "train_acc": acc, "seconds": time.time() - start}, part)
@@ -237,7 +241,7 @@ def finetune_tasks(generic: Generic, images, tasks: list[dict], cfg: FinetuneCon
         thetas.append(rec["theta"])
         accs.append(rec["train_acc"])
         secs.append(rec["seconds"])
-    return {"arch": generic.arch.name, "task_ids": [t["id"] for t in tasks],
+    return {"arch": arch.name, "task_ids": [t["id"] for t in tasks],
             "classes": [list(t["classes"]) for t in tasks],
-            "theta": torch.stack(thetas) if thetas else torch.zeros(0, generic.arch.layout(10).n_params),
+            "theta": torch.stack(thetas) if thetas else torch.zeros(0, arch.layout(10).n_params),
             "train_acc": torch.tensor(accs, dtype=torch.float64), "seconds": torch.tensor(secs, dtype=torch.float64)}

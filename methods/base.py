@@ -79,6 +79,7 @@ class Bench:
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     encoder_cache: Path | None = None
+    text_encoder_spec: dict = field(default_factory=lambda: {"name": "minilm"})  # the config's `encoder`
     dataset: str = ""
 
     @property
@@ -86,8 +87,14 @@ class Bench:
         return self.arch.layout(self.num_classes)
 
     def encoder(self, name: str, **options):
+        """A text/image encoder by name, cached per (encoder, text) under `encoder_cache`."""
         from benchmarks.encoders import get_encoder
         return get_encoder(name, cache_dir=self.encoder_cache, **options)
+
+    def text_encoder(self):
+        """The benchmark's configured text encoder (config key `encoder`: clip | minilm | table)."""
+        spec = self.text_encoder_spec
+        return self.encoder(spec["name"], **spec.get("options", {}))
 
 
 class Method:

@@ -28,6 +28,14 @@ wildcard_constraints:
     shard=r"\d+",
 
 
+ENCODER = json.dumps(config.get("encoder", {"name": "minilm"}))
+
+
+def generic_path(wildcards):
+    """A p-Model arch starts from the stage-1 model of its base arch (a LoRA variant shares the CNN's)."""
+    return f"data/{wildcards.dataset}/{get_arch(wildcards.arch).base}/generic.pt"
+
+
 def dataset_cfg(wildcards):
     return config["datasets"][wildcards.dataset]
 

@@ -1,7 +1,7 @@
 rule fit:
     input:
         images="data/{dataset}/images.pt",
-        generic="data/{dataset}/{arch}/generic.pt",
+        generic=generic_path,
         zoo="data/{dataset}/{arch}/finetuned/zoo.pt",
         features=features_input,
     output:
@@ -14,6 +14,7 @@ rule fit:
         "../../envs/nndiff.yaml"
     params:
         device=DEVICE,
+        encoder=ENCODER,
         method=lambda w: method_options(w)[0],
         options=lambda w: method_options(w)[1],
         features=features_flag,
@@ -25,15 +26,16 @@ rule fit:
         gpu=GPU,
     shell:
         "nndiff fit --method {params.method} --options '{params.options}' --images {input.images}"
-        " --generic {input.generic} --zoo {input.zoo} {params.features} --encoder-cache data/cache/encoders"
-        " --workdir {params.workdir} --seed {params.seed} --device {params.device} --threads {threads} --out {output}"
+        " --generic {input.generic} --arch {wildcards.arch} --zoo {input.zoo} {params.features}"
+        " --encoder-cache data/cache/encoders --encoder '{params.encoder}' --workdir {params.workdir}"
+        " --seed {params.seed} --device {params.device} --threads {threads} --out {output}"
         " > {log} 2>&1"
 
 
 rule generate:
     input:
         images="data/{dataset}/images.pt",
-        generic="data/{dataset}/{arch}/generic.pt",
+        generic=generic_path,
         zoo="data/{dataset}/{arch}/finetuned/zoo.pt",
         tasks="data/{dataset}/tasks.json",
         fitted="data/{dataset}/{arch}/methods/{method}/fit.json",
@@ -48,6 +50,7 @@ rule generate:
         "../../envs/nndiff.yaml"
     params:
         device=DEVICE,
+        encoder=ENCODER,
         method=lambda w: method_options(w)[0],
         options=lambda w: method_options(w)[1],
         features=features_flag,
@@ -59,9 +62,9 @@ rule generate:
         gpu=GPU,
     shell:
         "nndiff generate --method {params.method} --options '{params.options}' --images {input.images}"
-        " --generic {input.generic} --zoo {input.zoo} {params.features} --encoder-cache data/cache/encoders"
-        " --workdir {params.workdir} --tasks {input.tasks} --split {wildcards.split} --seed {params.seed}"
-        " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        " --generic {input.generic} --arch {wildcards.arch} --zoo {input.zoo} {params.features}"
+        " --encoder-cache data/cache/encoders --encoder '{params.encoder}' --workdir {params.workdir}"
+        " --tasks {input.tasks} --split {wildcards.split} --seed {params.seed} --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule oracle:
@@ -90,7 +93,7 @@ ruleorder: oracle > generate
 rule evaluate:
     input:
         images="data/{dataset}/images.pt",
-        generic="data/{dataset}/{arch}/generic.pt",
+        generic=generic_path,
         tasks="data/{dataset}/tasks.json",
         vectors="data/{dataset}/{arch}/methods/{method}/generated/{split}.pt",
         features=features_input,
@@ -110,6 +113,6 @@ rule evaluate:
         mem_mb=4000,
         gpu=GPU,
     shell:
-        "nndiff evaluate --images {input.images} --generic {input.generic} --tasks {input.tasks}"
+        "nndiff evaluate --images {input.images} --generic {input.generic} --arch {wildcards.arch} --tasks {input.tasks}"
         " --split {wildcards.split} --vectors {input.vectors} {params.features} --label {wildcards.method}"
         " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"

@@ -25,7 +25,7 @@ rule stage1:
 rule features:
     input:
         images="data/{dataset}/images.pt",
-        generic="data/{dataset}/{arch}/generic.pt",
+        generic=generic_path,
     output:
         "data/{dataset}/{arch}/features.pt",
     log:
@@ -48,7 +48,7 @@ rule features:
 rule finetune:
     input:
         images="data/{dataset}/images.pt",
-        generic="data/{dataset}/{arch}/generic.pt",
+        generic=generic_path,
         tasks="data/{dataset}/tasks.json",
         features=features_input,
     output:
@@ -70,7 +70,7 @@ rule finetune:
         mem_mb=4000,
         gpu=GPU,
     shell:
-        "nndiff finetune --images {input.images} --generic {input.generic} --tasks {input.tasks}"
+        "nndiff finetune --images {input.images} --generic {input.generic} --arch {wildcards.arch} --tasks {input.tasks}"
         " --split {wildcards.split} --shard {wildcards.shard} --n-shards {params.n_shards} {params.features}"
         " {params.flags} --seed {params.seed} --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 

@@ -40,9 +40,19 @@ def derive_seed(seed: int, *keys: object) -> int:
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") >> 1
 
 
-def augment(x: Tensor, gen: torch.Generator, pad: int = 4) -> Tensor:
-    """Random crop with zero padding + horizontal flip, batched. x: float [B, C, H, W]."""
+AUGMENTATIONS = ("none", "flip", "crop-flip")
+
+
+def augment(x: Tensor, gen: torch.Generator, mode: str = "crop-flip", pad: int = 4) -> Tensor:
+    """Horizontal flip, optionally after a random crop with zero padding; batched. x: float [B, C, H, W]."""
+    if mode not in AUGMENTATIONS:
+        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {mode!r}")
+    if mode == "none":
+        return x
     b, _, h, w = x.shape
+    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    if mode == "flip":
+        return torch.where(flip[:, None, None, None], x.flip(3), x)
     xp = F.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
@@ -50,12 +60,11 @@ def augment(x: Tensor, gen: torch.Generator, pad: int = 4) -> Tensor:
     cols = (dx[:, None] + torch.arange(w)).to(x.device)  # [B, W]
     bidx = torch.arange(b, device=x.device)[:, None, None]
     out = xp.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
 def fit(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, lr: float, weight_decay: float,
-        batch_size: int, augment_images: bool, gen: torch.Generator, params=None,
+        batch_size: int, augment_images: str, gen: torch.Generator, params=None,
         desc: str | None = None) -> float:
     """Adam with a cosine schedule over `epochs`; x is uint8 images or float features. Returns train accuracy
     of the last epoch."""
@@ -75,8 +84,7 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, lr: float, weigh
             xb, yb = x[idx].to(device), y[idx].to(device)
             if images:
                 xb = to_float(xb)
-                if augment_images:
-                    xb = augment(xb, gen)
+                xb = augment(xb, gen, augment_images)
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)
@@ -208,7 +216,7 @@ def finetune_task(generic: Generic, x: Tensor, y: Tensor, class_idx: list[int], 
             raise ValueError(f"{arch.name}: fine-tuning the head needs backbone features")
         xt, yt = task_data(features, y, class_idx)
         acc = fit(model.fc, xt, yt, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                  batch_size=cfg.batch_size, augment_images=False, gen=gen)
+                  batch_size=cfg.batch_size, augment_images="none", gen=gen)
     else:
         xt, yt = task_data(x, y, class_idx)
         acc = fit(model, xt, yt, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,

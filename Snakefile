@@ -19,3 +19,4 @@ include: "benchmarks/rules/report.smk"
 rule all:
     input:
         "reports/table1.md",
+        "reports/zoo.md",

@@ -256,6 +256,14 @@ def cmd_report(args) -> None:
     write_table1(args.results, args.out, config=args.config, stage_times=args.benchmarks)
 
 
+def cmd_zoo_report(args) -> None:
+    from benchmarks.report import write_zoo_report
+    if not (len(args.generic) == len(args.zoo) == len(args.accuracy)):
+        raise ValueError("give one --generic, --zoo and --accuracy per (dataset, arch), in the same order")
+    entries = [{"generic": g, "zoo": z, "accuracy": a} for g, z, a in zip(args.generic, args.zoo, args.accuracy)]
+    write_zoo_report(entries, args.out, config=args.config)
+
+
 def cmd_methods(args) -> None:
     from methods.registry import available
     for name, target in sorted(available().items()):
@@ -377,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", nargs="*", default=[], help="snakemake benchmark TSVs for stage times")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("zoo-report", help="generic top-1, zoo accuracy and throughput -> reports/zoo.md")
+    p.add_argument("--generic", nargs="+", required=True)
+    p.add_argument("--zoo", nargs="+", required=True)
+    p.add_argument("--accuracy", nargs="+", required=True, help="results/oracle/zoo.csv per (dataset, arch)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_zoo_report)
 
     p = sub.add_parser("methods", help="list registered methods")
     p.set_defaults(func=cmd_methods)

@@ -250,3 +250,8 @@ def get_arch(name: str) -> PModelArch:
     if name not in PMODELS:
         raise ValueError(f"unknown p-Model architecture {name!r}; choose one of {sorted(PMODELS)}")
     return PMODELS[name]
+
+
+# LoRA variants (benchmarks/lora.py: "cnn-5k-lora", ...) add themselves to PMODELS; imported last because
+# lora.py builds on this module.
+import benchmarks.lora  # noqa: E402,F401

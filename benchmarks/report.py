@@ -110,3 +110,35 @@ def write_table1(results: list[str], out: str, *, config: str, stage_times: list
     with artifacts.atomic_path(Path(out).with_suffix(".csv")) as tmp:
         summary.drop(columns=["cell", "column"]).to_csv(tmp, index=False)
     return summary
+
+
+def write_zoo_report(entries: list[dict], out: str, *, config: str) -> pd.DataFrame:
+    """reports/zoo.md: per (dataset, arch) the generic model's top-1, the zoo's accuracy (by the evaluation
+    engine, on each task's test images) and the fine-tuning throughput.
+
+    entries: [{"generic": path, "zoo": path, "accuracy": zoo CSV path}]"""
+    from benchmarks.train import Generic
+    rows = []
+    for e in entries:
+        m = re.search(r"data/(?P<dataset>[^/]+)/(?P<arch>[^/]+)/", str(e["accuracy"]))
+        generic = Generic.load(e["generic"])
+        zoo = artifacts.load_torch(e["zoo"])
+        acc = summarize(pd.read_csv(e["accuracy"])["accuracy"])
+        seconds = float(zoo["seconds"].sum())
+        rows.append({"dataset": m["dataset"], "arch": m["arch"], "classes": len(generic.classes),
+                     "generic top-1 (all classes)": generic.meta.get("test_top1"),
+                     "p-Models": len(zoo["task_ids"]), "zoo p-Acc mean": acc["mean"], "std": acc["std"],
+                     "± 95% CI": acc["ci95"], "seconds per p-Model": seconds / max(len(zoo["task_ids"]), 1),
+                     "p-Models per core-minute": 60 * len(zoo["task_ids"]) / max(seconds, 1e-9)})
+    df = pd.DataFrame(rows)
+    cfg = yaml.safe_load(Path(config).read_text())
+    prov = artifacts.provenance(cfg)
+    lines = ["# The p-Model zoo", "",
+             "Generic model: stage-1 top-1 over all classes of the test split. Zoo p-Acc: each zoo p-Model on its",
+             "task's test images (the evaluation engine), mean, std and 95% CI over tasks. Throughput: fine-tuning",
+             "wall time per p-Model within one single-threaded job (jobs run in parallel across cores).", "",
+             df.to_markdown(index=False, floatfmt=".2f"), "",
+             f"Profile `{cfg.get('profile')}` (hash `{prov['config_hash']}`), seed {cfg.get('seed')}, commit "
+             f"`{prov['commit']}`, {prov['hardware']}. stage1 `{cfg.get('stage1')}`, finetune `{cfg.get('finetune')}`.", ""]
+    artifacts.write_text("\n".join(lines), out)
+    return df

@@ -55,13 +55,17 @@ def target(cfg: DiffusionConfig, x0: Tensor, noise: Tensor) -> Tensor:
 @torch.no_grad()
 def sample(denoise: Callable[[Tensor, Tensor], Tensor], shape: tuple[int, ...], cfg: DiffusionConfig, *,
            sampler: str | None = None, steps: int | None = None, generator: torch.Generator | None = None,
-           device: torch.device = torch.device("cpu")) -> Tensor:
+           device: torch.device = torch.device("cpu"), noise: Tensor | None = None) -> Tensor:
     """Run the reverse process from pure noise. `denoise(x_t, t[B])` returns the model's prediction
-    (x0 or epsilon, as `cfg.prediction`). Many tasks sample in one batch."""
+    (x0 or epsilon, as `cfg.prediction`). Many tasks sample in one batch. `noise` ([*shape], unit
+    Gaussian) fixes x_T, e.g. drawn per task so a task's sample does not depend on its batch; by default
+    x_T is drawn from `generator`."""
     sampler = sampler or cfg.sampler
     scheduler = make_scheduler(cfg, sampler)
     scheduler.set_timesteps(steps or (cfg.train_steps if sampler == "ddpm" else cfg.sample_steps))
-    x = torch.randn(shape, generator=generator).to(device) * scheduler.init_noise_sigma
+    if noise is not None and tuple(noise.shape) != tuple(shape):
+        raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
+    x = (torch.randn(shape, generator=generator) if noise is None else noise).to(device) * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
         tb = torch.full((shape[0],), int(t), device=device, dtype=torch.long)
         out = denoise(scheduler.scale_model_input(x, t), tb)

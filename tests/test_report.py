@@ -1,0 +1,47 @@
+import pandas as pd
+import pytest
+
+from benchmarks.config import CONFIG_DIR
+from benchmarks.report import PAPER_TABLE1, load_results, summary_table, write_table1
+
+
+def _results(tmp_path, methods=("classifier-selection", "tina"), offsets=(0.0, 1.0)):
+    paths = []
+    for method, off in zip(methods, offsets):
+        for split in ["id", "ood"]:
+            p = tmp_path / "data" / "miniimagenet" / "cnn-5k" / "results" / method / f"{split}.csv"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame({"method": method, "split": split, "task_id": [f"t{i}" for i in range(5)],
+                          "classes": "a|b", "n_images": 100, "correct": 50,
+                          "accuracy": [50.0 + i + off for i in range(5)]}).to_csv(p, index=False)
+            paths.append(str(p))
+    return paths
+
+
+def test_paper_values_are_table1():
+    assert PAPER_TABLE1[("tina", "miniimagenet", "cnn-5k", "ood")] == 53.31
+    assert PAPER_TABLE1[("classifier-selection", "caltech101", "resnet20-head", "id")] == 74.75
+
+
+def test_summary_has_ci_paper_and_paired_difference(tmp_path):
+    summary = summary_table(load_results(_results(tmp_path)))
+    tina = summary[(summary.method == "tina") & (summary.split == "ood")].iloc[0]
+    assert tina["n"] == 5 and tina["mean"] == pytest.approx(53.0)
+    assert tina["paper"] == 53.31
+    assert tina["vs_cs"] == pytest.approx(1.0) and tina["vs_cs_ci95"] == pytest.approx(0.0)
+
+
+def test_table1_markdown_and_csv(tmp_path):
+    out = tmp_path / "reports" / "table1.md"
+    write_table1(_results(tmp_path), str(out), config=str(CONFIG_DIR / "smoke.yaml"))
+    text = out.read_text()
+    assert "miniimagenet / cnn-5k / OOD" in text and "[paper 53.31]" in text
+    assert "commit" in text and "profile: `smoke`" in text
+    assert (tmp_path / "reports" / "table1.csv").exists()
+
+
+def test_bad_result_path_is_rejected(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("task_id,accuracy\n")
+    with pytest.raises(ValueError, match="results"):
+        load_results([str(p)])

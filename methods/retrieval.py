@@ -50,6 +50,16 @@ class Retrieval(Method):
             raise ValueError(f"retrieval top_k must be >= 1, got {self.config.top_k}")
         self._state: dict | None = None
 
+    def setup(self, bench: Bench, workdir) -> "Method":
+        self._state = None  # a new workdir: forget state kept from an earlier fit
+        return super().setup(bench, workdir)
+
+    def _loaded(self) -> dict:
+        """The fitted state: kept from fit() in this process, else read once from the workdir."""
+        if self._state is None:
+            self._state = self.load_state()
+        return self._state
+
     def _encoder(self):
         return self.bench.encoder(self.config.encoder) if self.config.encoder else self.bench.text_encoder()
 
@@ -69,7 +79,7 @@ class Retrieval(Method):
     def ranking(self, tasks: Tasks) -> tuple[Tensor, Tensor, Tensor]:
         """Zoo models for each task, best first. Returns (zoo index [n, top_k], matched zoo row of each query
         class [n, top_k, k], total similarity [n, top_k])."""
-        state = self._state if self._state is not None else self.load_state()
+        state = self._loaded()
         if len({len(cs) for cs in tasks.classes}) > 1:
             raise ValueError("tasks of different sizes: generate each size separately")
         encoder = self._encoder()
@@ -90,8 +100,9 @@ class Retrieval(Method):
             found = [match(s) for s in sim]
             # Best total first; ties go to the matching that moves fewest rows, then to the earlier zoo model,
             # so a query equal to a zoo task returns exactly that p-Model.
-            order = sorted(range(len(found)), key=lambda z: (-round(found[z][0] / TIE),
-                                                             int((found[z][1] != np.arange(len(cs))).sum()), z))[:top]
+            totals = np.array([t for t, _ in found])
+            moved = np.array([(c != np.arange(len(cs))).sum() for _, c in found])
+            order = np.lexsort((np.arange(len(found)), moved, -np.round(totals / TIE)))[:top].tolist()  # last key first
             best.append(order)
             cols.append([found[z][1] for z in order])
             scores.append([found[z][0] for z in order])
@@ -99,7 +110,7 @@ class Retrieval(Method):
 
     @torch.no_grad()
     def generate(self, tasks: Tasks) -> Tensor:
-        state = self._state if self._state is not None else self.load_state()
+        state = self._loaded()
         best, cols, _ = self.ranking(tasks)  # [n, top_k], [n, top_k, k]
         layout = self.bench.arch.layout(state["zoo_vec"].shape[1])
         theta = state["theta"][best]  # [n, top_k, n_params(K)]

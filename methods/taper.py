@@ -107,6 +107,16 @@ class Taper(Method):
         self._state: dict | None = None
 
     # -- text
+    def setup(self, bench: Bench, workdir) -> "Method":
+        self._state = None  # a new workdir: forget state kept from an earlier fit
+        return super().setup(bench, workdir)
+
+    def _loaded(self) -> dict:
+        """The fitted state: kept from fit() in this process, else read once from the workdir."""
+        if self._state is None:
+            self._state = self.load_state()
+        return self._state
+
     def _encoder(self):
         return self.bench.encoder(self.config.encoder) if self.config.encoder else self.bench.text_encoder()
 
@@ -209,7 +219,7 @@ class Taper(Method):
         return mixer.eval()
 
     def _state_for(self, tasks: Tasks) -> tuple[dict, object]:
-        state = self._state if self._state is not None else self.load_state()
+        state = self._loaded()
         known = set(state["classes"])
         unknown = sorted({n for cs in tasks.classes for n in cs if n not in known})
         if unknown:

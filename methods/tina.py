@@ -1,0 +1,521 @@
+"""Tina: text-conditioned neural network diffusion for train-once-for-all personalization (Tina 2.2, A.5).
+
+fit: a diffusion transformer (methods/tina_net.py) learns to denoise the zoo's p-Models (signal
+prediction, paper eq. 1 and Algorithm 1) conditioned on the embeddings of their class texts, with
+classifier augmentation (permute prompt classes and head rows together) and optional
+classification-sequence padding. generate: sample one p-Model per prompt with a diffusers scheduler
+(methods/diffusion.py); tasks may name classes the zoo never saw, since only their text is used.
+
+Choices beyond the paper (sources in `Tina.Config`; FINDINGS = /work/shared/FINDINGS.md):
+- head tokens per class row, shared encoder, text added to its row (FINDINGS 4); "paper" keeps the chunked head;
+- per-coordinate z-scores of the parameters (the official code normalizes nothing); head statistics are
+  per column of a row and shared by all rows, so normalization commutes with permuting classes;
+- class embeddings centred on the zoo's mean class embedding (FINDINGS 3) and scaled to unit RMS, so the
+  text encoder's scale (raw CLIP vs unit-norm MiniLM) does not matter;
+- every random draw of training step s comes from a generator seeded by (seed, s), so a resumed run
+  equals an uninterrupted one exactly and there is no RNG state to carry in the checkpoint.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from benchmarks import artifacts
+from benchmarks.encoders import class_prompt, describe, load_descriptions
+from benchmarks.pmodels import Layout
+from benchmarks.train import derive_seed
+from methods.base import Bench, Method, Tasks
+from methods.diffusion import DiffusionConfig, make_scheduler, noised, sample
+from methods.tina_net import HEAD_TOKENS, TinaNet, TinaNetConfig
+
+log = logging.getLogger(__name__)
+
+PAD_TEXT = "<->"  # the padding class of classification-sequence padding (paper 2.2.3)
+NORMALIZATIONS = ("zscore-per-coordinate", "per-layer", "none")
+LOSSES = ("plain", "blocks")
+TEXTS = ("names", "descriptions")
+# Options that only change sampling: free to differ between fit and generate (the DAG passes both).
+GENERATE_OPTIONS = ("sampler", "sample_steps", "generate_text", "use_ema", "n_samples", "checkpoint_every",
+                    "log_every")
+GENERATE_BATCH = 512  # p-Models denoised together in one sampling batch
+STD_FLOOR = 1e-8  # a coordinate constant across the zoo normalizes to 0 and is generated as its mean
+
+# ----------------------------------------------------------------------------- normalization
+
+
+@dataclass
+class Normalizer:
+    """theta <-> unit-scale diffusion coordinates, on (body [.., n_body], rows [.., K, d+1])."""
+
+    mode: str
+    body_mean: Tensor  # [n_body]
+    body_std: Tensor
+    row_mean: Tensor  # [d+1], shared by every row: commutes with permuting classes, any K
+    row_std: Tensor
+
+    @classmethod
+    def fit(cls, mode: str, body: Tensor, rows: Tensor, layout: Layout) -> "Normalizer":
+        """Statistics over the zoo. body [n, n_body], rows [n, K, d+1]."""
+        flat_rows = rows.reshape(-1, rows.shape[-1])  # every row of every p-Model
+        if mode == "none":  # the official code: raw parameters
+            bm, bs = torch.zeros(body.shape[1]), torch.ones(body.shape[1])
+            rm, rs = torch.zeros(rows.shape[-1]), torch.ones(rows.shape[-1])
+        elif mode == "zscore-per-coordinate":  # FINDINGS 3-4
+            bm, bs = body.mean(0), body.std(0, correction=0)
+            rm, rs = flat_rows.mean(0), flat_rows.std(0, correction=0)
+        elif mode == "per-layer":  # one scalar per layer, as p-diff v2's BaseDataset.preprocess
+            bm, bs = torch.zeros(body.shape[1]), torch.ones(body.shape[1])
+            for seg in layout.segments:
+                if seg.stop <= body.shape[1]:
+                    part = body[:, seg.offset:seg.stop]
+                    bm[seg.offset:seg.stop], bs[seg.offset:seg.stop] = part.mean(), part.std(correction=0)
+            w, b = flat_rows[:, :-1], flat_rows[:, -1]
+            rm = torch.cat([w.mean().expand(w.shape[1]), b.mean().view(1)])
+            rs = torch.cat([w.std(correction=0).expand(w.shape[1]), b.std(correction=0).view(1)])
+        else:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {mode!r}")
+        return cls(mode, bm.float(), bs.float().clamp_min(STD_FLOOR), rm.float(), rs.float().clamp_min(STD_FLOOR))
+
+    def normalize(self, body: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        return (body - self.body_mean.to(body)) / self.body_std.to(body), (rows - self.row_mean.to(rows)) / self.row_std.to(rows)
+
+    def denormalize(self, body: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        return body * self.body_std.to(body) + self.body_mean.to(body), rows * self.row_std.to(rows) + self.row_mean.to(rows)
+
+    def state(self) -> dict:
+        return dataclasses.asdict(self)
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def prompt_texts(classes: list[list[str]], kind: str, dataset: str = "") -> list[list[str]]:
+    """Each task's class texts in prompt order: class names ("aquarium fish") or class descriptions (A.2)."""
+    if kind == "names":
+        return [[class_prompt(c) for c in cs] for cs in classes]
+    if kind != "descriptions":
+        raise ValueError(f"text must be one of {TEXTS}, got {kind!r}")
+    try:
+        descriptions = load_descriptions(dataset)
+    except FileNotFoundError as e:
+        raise ValueError(f"text='descriptions' needs class descriptions for dataset {dataset!r}: {e}") from None
+    return [describe(cs, descriptions) for cs in classes]
+
+
+def permute_neurons(theta: Tensor, layout: Layout, gen: torch.Generator) -> Tensor:
+    """G.pt's permutation augmentation for the CNNs: permute each conv's output channels and the next
+    layer's input channels alike (ReLU and average pooling act per channel, so every p-Model keeps its
+    function). theta [B, n_params] -> [B, n_params], one random permutation per p-Model and layer."""
+    convs = [s.name for s in layout.segments if s.name.startswith("conv")]
+    if not convs:
+        raise ValueError("permutation_aug needs a conv body (cnn-5k, cnn-14k); this arch generates only its head")
+    p = dict(layout.unflatten(theta))
+    b = theta.shape[0]
+
+    def take(t: Tensor, dim: int, perm: Tensor) -> Tensor:  # t[i].index_select(dim - 1, perm[i]) for each i
+        shape = [b] + [1] * (t.dim() - 1)
+        shape[dim] = perm.shape[1]
+        return t.gather(dim, perm.view(shape).expand_as(t))
+
+    for i, name in enumerate(convs):
+        perm = torch.rand(b, p[name].shape[1], generator=gen).argsort(1).to(theta.device)  # [B, C_out]
+        nxt = convs[i + 1] if i + 1 < len(convs) else f"{layout.head}.weight"
+        p[name], p[nxt] = take(p[name], 1, perm), take(p[nxt], 2, perm)
+    return torch.cat([p[s.name].reshape(b, -1) for s in layout.segments], dim=1)
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> Tensor:
+    """Zoo indices of training step `step`: consecutive slices of a stream of per-epoch permutations, a
+    function of (seed, step) only. An epoch is one pass over the zoo (official); a batch larger than the
+    zoo spans several epochs."""
+    out, pos = [], step * batch_size
+    while pos < (step + 1) * batch_size:
+        epoch, offset = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "tina-epoch", epoch)))
+        take = perm[offset: offset + (step + 1) * batch_size - pos]
+        out.append(take)
+        pos += len(take)
+    return torch.cat(out)
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up from 0, then cosine to 0 (official `update_lr`/`lr_fun_cos`), per iteration."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+
+# ----------------------------------------------------------------------------- the method
+
+
+class Tina(Method):
+    """Text-conditioned parameter diffusion: prompt (ordered class texts) -> p-Model (paper 2.2)."""
+
+    name = "tina"
+
+    @dataclass
+    class Config:
+        # -- denoiser (TinaNetConfig). Paper A.5: width 2048, depth 12, heads 16 (official cifar100: width
+        # 512); the defaults are the CPU scale that beat classifier selection in FINDINGS 4 (2-core CPU).
+        width: int = 256
+        depth: int = 6
+        heads: int = 8
+        chunk: int = 576  # M (paper A.5)
+        head_tokens: str = "rows"  # "rows": equivariant per-class row tokens (FINDINGS 4); "paper": chunked head
+        merge_text: bool = False  # one averaged text token (TAPER-style; Table 6 ablation, collapses in the paper)
+        max_classes: int | None = None  # longest prompt; None: the zoo's K (paper: 10)
+        time_freqs: int = 128  # G.pt's FrequencyEmbedder
+        dropout: float = 0.0  # official
+        # -- diffusion: linear beta 1e-4 -> 0.02, T = 1000, x0 prediction (DiffusionConfig, official code)
+        sampler: str = "ddim"  # paper/official: ddpm (1000 steps); DDIM-10 ~ DDIM-50 ~ DDPM-1000 (FINDINGS 5)
+        sample_steps: int | None = None  # None: 1000 for ddpm, 50 otherwise
+        # -- data
+        normalization: str = "zscore-per-coordinate"  # official: "none"; z-scores in FINDINGS (conv std 0.01
+        # vs head 0.34: unscaled, the conv layers drown in the noise schedule's unit-variance noise)
+        centre_text: bool = True  # subtract the zoo's mean class embedding (FINDINGS 3; CLIP names share a direction)
+        text: str = "names"  # training prompts: class "names" (paper) or GPT-4 "descriptions" (Table 7)
+        generate_text: str | None = None  # prompts at generate time; None: as trained (Table 7, Fig. 6c)
+        classifier_aug: bool = True  # permute prompt classes and head rows together per sample (paper 2.2.3)
+        permutation_aug: bool = False  # G.pt's neuron permutation (CNNs only); the paper says it hurts (Table 6)
+        padding: bool = False  # train with 1..K classes, the rest '<->' + zero rows (paper 2.2.3, Fig. 6b)
+        loss: str = "plain"  # "plain": MSE over all parameters (paper eq. 1); "blocks": conv body and head
+        # weighted equally (FINDINGS 3)
+        # -- optimization (official: AdamW (0.9, 0.999), lr 4e-4, wd 0.1, clip 0.1, batch 64, warm-up + cosine)
+        epochs: int = 500  # passes over the zoo (official 300-400 on 1000 p-Models; 500 on 300 p-Models gives
+        # the ~2.4k steps of FINDINGS 4)
+        steps: int | None = None  # training iterations; overrides `epochs` when set
+        batch_size: int = 64  # paper A.5
+        lr: float = 4e-4  # paper A.5
+        weight_decay: float = 0.1  # official, not on biases, LayerNorms, positions
+        warmup_steps: int = 100  # official: 5 epochs (~75 steps); capped at a fifth of the run
+        grad_clip: float = 0.1  # paper A.5
+        ema_decay: float = 0.999  # official 0.9999 without warm-up keeps ~64% of the random init after 4.5k
+        # steps (the official evaluation uses the raw weights); ours warms up as min(decay, (1+s)/(10+s))
+        use_ema: bool = True  # generate with the EMA weights
+        checkpoint_every: int = 250  # steps between resumable checkpoints
+        log_every: int = 50
+        seed: int | None = None  # None: the benchmark's seed
+        n_samples: int = 1  # samples per task; > 1 keeps the one most accurate on the task's train images
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        c = self.config
+        for field, value, valid in [("head_tokens", c.head_tokens, HEAD_TOKENS), ("normalization", c.normalization,
+                                     NORMALIZATIONS), ("loss", c.loss, LOSSES), ("text", c.text, TEXTS)]:
+            if value not in valid:
+                raise ValueError(f"tina option {field} must be one of {list(valid)}, got {value!r}")
+        if c.generate_text not in (None, *TEXTS):
+            raise ValueError(f"tina option generate_text must be None or one of {list(TEXTS)}, got {c.generate_text!r}")
+        make_scheduler(DiffusionConfig(), c.sampler)  # an unknown sampler fails here, listing the known ones
+        if c.n_samples < 1 or c.batch_size < 1:
+            raise ValueError("tina options n_samples and batch_size must be >= 1")
+        self._loaded = None  # (state, net) cached by generate
+
+    # -- small helpers
+    @property
+    def seed(self) -> int:
+        return self.config.seed if self.config.seed is not None else self.bench.seed
+
+    def _fit_options(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in GENERATE_OPTIONS}
+
+    def _net_config(self, text_dim: int, max_classes: int) -> TinaNetConfig:
+        c = self.config
+        return TinaNetConfig(width=c.width, depth=c.depth, heads=c.heads, chunk=c.chunk, text_dim=text_dim,
+                             max_classes=max_classes, head_tokens=c.head_tokens, merge_text=c.merge_text,
+                             time_freqs=c.time_freqs, dropout=c.dropout)
+
+    # ------------------------------------------------------------------------- fit
+
+    def _training_data(self, bench: Bench) -> dict:
+        """The zoo as (body, rows) and its class texts as centred, unit-RMS embeddings."""
+        layout, zoo = bench.layout, bench.zoo
+        if len(zoo) == 0:
+            raise ValueError("tina needs a non-empty zoo of p-Models to learn from")
+        if zoo.theta.shape[1] != layout.n_params:
+            raise ValueError(f"zoo vectors have {zoo.theta.shape[1]} parameters; arch {bench.arch.name} with "
+                             f"K={bench.num_classes} has {layout.n_params}")
+        k = layout.num_classes
+        max_classes = self.config.max_classes or k
+        if max_classes < k:
+            raise ValueError(f"max_classes={max_classes} is smaller than the zoo's {k} classes")
+        encoder = bench.text_encoder()
+        texts = prompt_texts(zoo.classes, self.config.text, bench.dataset)
+        unique = list(dict.fromkeys(t for ts in texts for t in ts))
+        z = encoder.encode_text(unique).float()  # [n_unique, D]
+        centre = z.mean(0) if self.config.centre_text else torch.zeros(z.shape[1])
+        scale = (z - centre).pow(2).mean().sqrt().item()
+        scale = scale if scale > 1e-6 else 1.0  # one class only: nothing to scale by
+        try:
+            pad = encoder.encode_text([PAD_TEXT])[0].float()
+        except KeyError:  # a table encoder (e.g. clip-text-anchors) knows class names only
+            log.info("text encoder %s cannot encode %r; padding uses the mean class embedding", encoder.name, PAD_TEXT)
+            pad = z.mean(0)
+        pos = {t: i for i, t in enumerate(unique)}
+        raw = z[torch.tensor([[pos[t] for t in ts] for ts in texts])]  # [n, K, D]
+        theta = zoo.theta.float()
+        return {"theta": theta, "text": (raw - centre) / scale, "centre": centre, "scale": scale, "pad_raw": pad,
+                "pad": (pad - centre) / scale, "encoder": encoder.name, "text_dim": z.shape[1], "k": k,
+                "max_classes": max_classes,
+                "norm": Normalizer.fit(self.config.normalization, layout.body(theta), layout.head_rows(theta), layout)}
+
+    def _batch(self, data: dict, step: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, torch.Generator]:
+        """Training batch of step `step`: normalized (body, rows) and texts, augmented and padded."""
+        c, layout = self.config, self.bench.layout
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, "tina-step", step))
+        idx = batch_indices(step, len(data["theta"]), c.batch_size, self.seed)
+        theta, text = data["theta"][idx], data["text"][idx]  # [B, P], [B, K, D]
+        if c.permutation_aug:
+            theta = permute_neurons(theta, layout, gen)
+        body, rows = data["norm"].normalize(layout.body(theta), layout.head_rows(theta))
+        b, k = rows.shape[:2]
+        if c.classifier_aug:  # 1. same class permutation for the prompt and the head rows
+            perm = torch.rand(b, k, generator=gen).argsort(1)  # [B, K]
+            rows = rows.gather(1, perm[..., None].expand_as(rows))
+            text = text.gather(1, perm[..., None].expand_as(text))
+        width = data["max_classes"] if (c.padding or c.head_tokens == "paper") else k
+        keep = torch.ones(b, width, dtype=torch.bool)
+        keep[:, k:] = False
+        if c.padding:  # 2. keep the first k_b of the (permuted) classes, 1 <= k_b <= K
+            k_b = torch.randint(1, k + 1, (b,), generator=gen)
+            keep &= torch.arange(width) < k_b[:, None]
+        full_rows = rows.new_zeros(b, width, rows.shape[-1])  # '<->' classes get zero (normalized) rows
+        full_rows[:, :k] = rows
+        full_rows[~keep] = 0.0
+        full_text = torch.where(keep[..., None], F.pad(text, (0, 0, 0, width - k)), data["pad"])
+        return body.to(device), full_rows.to(device), full_text.to(device), gen
+
+    def _train_step(self, net: TinaNet, opt: torch.optim.Optimizer, scheduler, data: dict, step: int,
+                    total: int) -> float:
+        """One AdamW step of Algorithm 1 (lines 5-14). Returns the loss."""
+        c, device = self.config, self.bench.device
+        body, rows, text, gen = self._batch(data, step, device)
+        torch.manual_seed(derive_seed(self.seed, "tina-dropout", step))  # dropout draws, if any
+        x0 = torch.cat([body, rows.flatten(1)], dim=1)  # [B, n_body + K (d+1)]
+        xt, t, _ = noised(scheduler, x0, generator=gen)  # lines 7-8: j ~ U, theta^j ~ q(theta^j | theta)
+        body_t, rows_t = xt[:, : body.shape[1]], xt[:, body.shape[1]:].view_as(rows)
+        pred_body, pred_rows = net(body_t, rows_t, text, t.float() / scheduler.config.num_train_timesteps)
+        if c.loss == "blocks" and body.shape[1]:  # conv body and head weighted equally (FINDINGS 3)
+            loss = 0.5 * (F.mse_loss(pred_body, body) + F.mse_loss(pred_rows, rows))
+        else:  # paper eq. 1 (mean over coordinates, as the official `training_losses`)
+            loss = F.mse_loss(torch.cat([pred_body, pred_rows.flatten(1)], 1), x0)
+        for group in opt.param_groups:
+            group["lr"] = c.lr * lr_factor(step, total, min(c.warmup_steps, total // 5))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), c.grad_clip)
+        opt.step()
+        return loss.item()
+
+    def fit(self, bench: Bench, workdir: Path) -> None:
+        if self.bench is None or self.workdir != Path(workdir):
+            self.setup(bench, workdir)
+        c, device = self.config, bench.device
+        if c.permutation_aug:
+            permute_neurons(torch.zeros(1, bench.layout.n_params), bench.layout, torch.Generator())  # arch check
+        data = self._training_data(bench)
+        n = len(data["theta"])
+        total = c.steps if c.steps is not None else math.ceil(c.epochs * n / c.batch_size)
+        options = self._fit_options()
+        state_path, ckpt_path = self.workdir / "state.pt", self.workdir / "checkpoint.pt"
+        if state_path.exists():
+            done = artifacts.load_torch(state_path)
+            if done.get("fit_options") == options and done.get("step") == total:
+                log.info("tina: already fitted (%d steps) in %s", total, self.workdir)
+                return
+
+        torch.manual_seed(self.seed)
+        net = TinaNet(self._net_config(data["text_dim"], data["max_classes"]), bench.layout).to(device)
+        ema = copy.deepcopy(net).requires_grad_(False)
+        decay = [p for name, p in net.named_parameters() if p.dim() >= 2 and not name.endswith(("pos_emb", "text_b"))]
+        other = [p for name, p in net.named_parameters() if not (p.dim() >= 2 and not name.endswith(("pos_emb", "text_b")))]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay}, {"params": other, "weight_decay": 0.0}],
+                                lr=c.lr, betas=(0.9, 0.999))
+        start, losses, seconds = 0, [], 0.0
+        if ckpt_path.exists():
+            ckpt = artifacts.load_torch(ckpt_path)
+            if ckpt["fit_options"] != options or ckpt["total"] != total:
+                changed = sorted(k for k in options if ckpt["fit_options"].get(k) != options[k])
+                raise ValueError(f"{ckpt_path} was trained with other options ({changed or 'steps'}); resume with the "
+                                 "same options or use a fresh workdir")
+            net.load_state_dict(ckpt["model"])
+            ema.load_state_dict(ckpt["ema"])
+            opt.load_state_dict(ckpt["optimizer"])
+            start, losses, seconds = ckpt["step"], list(ckpt["losses"]), ckpt["seconds"]
+            log.info("tina: resuming from step %d of %d (%s)", start, total, ckpt_path)
+        log.info("tina: %d p-Models, %d steps, denoiser %.2fM parameters, tokens %s + %s", n, total,
+                 net.num_params() / 1e6, net.token_sizes(),
+                 f"{data['max_classes']} rows" if c.head_tokens == "rows" else "text")
+
+        scheduler = make_scheduler(DiffusionConfig(), "ddpm")  # its add_noise: q(theta^j | theta)
+        net.train()
+        tic, window = time.time(), []
+        bar = tqdm(range(start, total), desc="tina", initial=start, total=total, unit="step")
+        for step in bar:
+            window.append(self._train_step(net, opt, scheduler, data, step, total))
+            with torch.no_grad():  # EMA of the weights, warmed up (as diffusers' EMAModel) so the init fades
+                decay = min(c.ema_decay, (1 + step) / (10 + step))
+                for pe, p in zip(ema.parameters(), net.parameters()):
+                    pe.lerp_(p, 1.0 - decay)
+            done = step + 1
+            if done % c.log_every == 0 or done == total:
+                losses.append(sum(window) / len(window))
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                log.info("tina step %d/%d: loss %.5f", done, total, losses[-1])
+                window = []
+            if done % c.checkpoint_every == 0 and done < total:
+                artifacts.save_torch({"step": done, "total": total, "fit_options": options, "model": net.state_dict(),
+                                      "ema": ema.state_dict(), "optimizer": opt.state_dict(), "losses": losses,
+                                      "seconds": seconds + time.time() - tic}, ckpt_path)
+        seconds += time.time() - tic
+        norm = data["norm"]
+        self.save_state(config=dataclasses.asdict(c), fit_options=options, step=total, seconds=seconds, losses=losses,
+                        net_config=dataclasses.asdict(net.cfg), model=net.state_dict(), ema=ema.state_dict(),
+                        norm=norm.state(), text_centre=data["centre"], text_scale=data["scale"], pad_text=data["pad_raw"],
+                        encoder=data["encoder"], encoder_spec=dict(bench.text_encoder_spec), dataset=bench.dataset,
+                        arch=bench.arch.name, num_classes=data["k"], n_params=bench.layout.n_params,
+                        n_body=norm.body_mean.numel(), row_dim=norm.row_mean.numel(), n_zoo=n,
+                        denoiser_params=net.num_params())
+        self._loaded = None
+        ckpt_path.unlink(missing_ok=True)  # the final state supersedes it (and it is 2x larger: AdamW moments)
+        log.info("tina: fitted %d steps in %.0fs (%.3fs/step) -> %s", total - start, seconds,
+                 seconds / max(total - start, 1), self.workdir)
+
+    # ------------------------------------------------------------------------- generate
+
+    def _load(self) -> tuple[dict, TinaNet]:
+        """The fitted state and denoiser (EMA or raw weights), checked against this benchmark's arch."""
+        if self._loaded is None:
+            state = self.load_state()
+            layout = self.bench.layout
+            n_body = layout.body(torch.zeros(layout.n_params)).numel()
+            row_dim = layout.head_rows(torch.zeros(layout.n_params)).shape[-1]
+            if state["arch"] != self.bench.arch.name or (state["n_body"], state["row_dim"]) != (n_body, row_dim):
+                raise ValueError(f"tina state in {self.workdir} was fitted for arch {state['arch']!r} "
+                                 f"({state['n_params']} parameters at K={state['num_classes']}); this benchmark's arch "
+                                 f"is {self.bench.arch.name!r} ({layout.n_params} at K={layout.num_classes}): "
+                                 "fit tina for this arch first")
+            net = TinaNet(TinaNetConfig(**state["net_config"]), layout).to(self.bench.device)
+            net.load_state_dict(state["ema" if self.config.use_ema else "model"])
+            self._loaded = (state, net.eval())
+        return self._loaded
+
+    def encode_prompts(self, texts: list[list[str]]) -> Tensor:
+        """Class texts -> raw embeddings [n_tasks, K, D] with the encoder the state was fitted with."""
+        state, _ = self._load()
+        encoder = self.bench.text_encoder()
+        if encoder.name != state["encoder"]:
+            raise ValueError(f"tina was fitted with text encoder {state['encoder']!r}; this benchmark's encoder is "
+                             f"{encoder.name!r}: generate with the same encoder (config key `encoder`)")
+        flat = encoder.encode_text([t for ts in texts for t in ts]).float()
+        return flat.view(len(texts), len(texts[0]), -1)
+
+    def generate(self, tasks: Tasks) -> Tensor:
+        state, _ = self._load()
+        k = self._check_prompts(tasks.ids, tasks.classes, state)
+        texts = prompt_texts(tasks.classes, self.config.generate_text or state["config"]["text"], state["dataset"])
+        emb = self.encode_prompts(texts) if len(tasks) else torch.zeros(0, k, state["text_centre"].numel())
+        return self.generate_from_embeddings(emb, tasks.ids, texts, classes=tasks.classes)
+
+    def _check_prompts(self, ids: list[str], classes: list[list[str]], state: dict) -> int:
+        max_classes = state["net_config"]["max_classes"]
+        for task_id, cs in zip(ids, classes):
+            if not cs:
+                raise ValueError(f"task {task_id!r} has an empty prompt: name 1 to {max_classes} classes")
+            if len(cs) > max_classes:
+                raise ValueError(f"task {task_id!r} names {len(cs)} classes; this tina was fitted for at most "
+                                 f"{max_classes} (option max_classes)")
+        sizes = sorted({len(cs) for cs in classes})
+        if len(sizes) > 1:
+            raise ValueError(f"tasks of different sizes {sizes}: generate each size separately (one layout per call)")
+        return sizes[0] if sizes else state["num_classes"]
+
+    @torch.no_grad()
+    def generate_from_embeddings(self, emb: Tensor, ids: list[str], keys: list[list[str]],
+                                 classes: list[list[str]] | None = None) -> Tensor:
+        """Sample p-Models for prompts given as raw embeddings (text, or CLIP image features for image prompts).
+
+        Args:
+            emb: [n_tasks, K, D] raw class embeddings in prompt order.
+            ids: task ids; keys: each task's class texts. x_T of a row is drawn from (seed, task id, its text),
+                so a task's sample does not depend on its batch and, with a deterministic sampler (ddim,
+                dpm-solver) and row tokens, permuting the prompt permutes the generated rows.
+            classes: dataset class names, used to pick the best of `n_samples` on train images.
+        Returns:
+            [n_tasks, n_params(K)] de-normalized parameter vectors.
+        """
+        c = self.config
+        state, net = self._load()
+        n, k = emb.shape[:2]
+        self._check_prompts(ids, [list(ks) for ks in keys], state)
+        max_classes, paper = state["net_config"]["max_classes"], state["net_config"]["head_tokens"] == "paper"
+        width = max_classes if (paper or state["config"]["padding"]) else k  # pad as in training
+        if width > k and not state["config"]["padding"] and k < state["num_classes"]:
+            log.warning("tina was not trained with padding; %d-class prompts are padded to %d regardless", k, width)
+        norm = Normalizer(**{f: state["norm"][f] for f in ("mode", "body_mean", "body_std", "row_mean", "row_std")})
+        centre, scale = state["text_centre"], state["text_scale"]
+        pad = (state["pad_text"] - centre) / scale
+        text = torch.cat([(emb.float() - centre) / scale, pad.expand(n, width - k, -1)], dim=1)  # [n, width, D]
+        keys = [list(ks) + [PAD_TEXT] * (width - k) for ks in keys]
+        n_body, row_dim = state["n_body"], state["row_dim"]
+        s = c.n_samples
+        # x_T per (task, sample): body from (seed, id, sample), row i from (seed, id, sample, text_i, occurrence)
+        noise = []
+        for task_id, ks in zip(ids, keys):
+            for j in range(s):
+                g = torch.Generator().manual_seed(derive_seed(self.seed, "tina-generate", task_id, j, "body"))
+                parts, seen = [torch.randn(n_body, generator=g)], {}
+                for key in ks:
+                    seen[key] = seen.get(key, -1) + 1
+                    g = torch.Generator().manual_seed(derive_seed(self.seed, "tina-generate", task_id, j, key, seen[key]))
+                    parts.append(torch.randn(row_dim, generator=g))
+                noise.append(torch.cat(parts))
+        noise = torch.stack(noise) if noise else torch.zeros(0, n_body + width * row_dim)  # [n s, n_body + width (d+1)]
+        text = text.repeat_interleave(s, dim=0).to(self.bench.device)
+        diffusion = DiffusionConfig(sampler=c.sampler)
+        out = []
+        for i in range(0, n * s, GENERATE_BATCH):
+            tb = text[i:i + GENERATE_BATCH]
+
+            def denoise(x: Tensor, t: Tensor) -> Tensor:
+                body, rows = net(x[:, :n_body], x[:, n_body:].view(len(x), width, row_dim), tb,
+                                 t.float() / diffusion.train_steps)
+                return torch.cat([body, rows.flatten(1)], dim=1)
+
+            x0 = sample(denoise, tuple(noise[i:i + GENERATE_BATCH].shape), diffusion, sampler=c.sampler,
+                        steps=c.sample_steps, device=self.bench.device, noise=noise[i:i + GENERATE_BATCH],
+                        generator=torch.Generator().manual_seed(derive_seed(self.seed, "tina-generate-steps", i)))
+            out.append(x0.cpu())
+        x0 = torch.cat(out) if out else noise
+        body, rows = norm.denormalize(x0[:, :n_body], x0[:, n_body:].view(len(x0), width, row_dim)[:, :k])
+        layout = self.bench.layout.with_classes(k)
+        theta = layout.assemble(body, rows).view(n, s, -1)  # [n_tasks, n_samples, n_params(K)]
+        bad = (~torch.isfinite(theta)).flatten(1).any(1).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(f"tina generated NaN/inf parameters for {len(bad)} task(s), first: {ids[bad[0]]!r}")
+        return theta[:, 0] if s == 1 else self._best_of(theta, ids, classes)
+
+    def _best_of(self, theta: Tensor, ids: list[str], classes: list[list[str]] | None) -> Tensor:
+        """Of several samples per task, keep the most accurate on the task's train images (train side only)."""
+        from benchmarks.evaluate import evaluate
+        n, s = theta.shape[:2]
+        known = set(self.bench.class_names)
+        best = torch.zeros(n, dtype=torch.long)
+        ok = [i for i in range(n) if classes is not None and all(c in known for c in classes[i])]
+        if len(ok) < n:
+            log.warning("tina: %d task(s) name classes without train images; they keep their first sample", n - len(ok))
+        if ok:
+            tasks = [{"id": f"{ids[i]}#{j}", "classes": classes[i]} for i in ok for j in range(s)]
+            df = evaluate(self.bench.generic, self.bench.train_x, self.bench.train_y, tasks,
+                          theta[ok].flatten(0, 1), features=self.bench.train_features, method=self.name,
+                          arch=self.bench.arch, device=self.bench.device)
+            best[ok] = torch.tensor(df["accuracy"].to_numpy()).view(len(ok), s).argmax(1)
+        return theta[torch.arange(n), best]

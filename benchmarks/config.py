@@ -94,13 +94,17 @@ class MethodSpec:
     label: str
     method: str
     options: dict = field(default_factory=dict)
+    archs: list[str] | None = None  # run only on these p-Model archs (None: every arch of the config)
+
+    def runs_on(self, arch: str) -> bool:
+        return self.archs is None or arch in self.archs
 
 
 def method_specs(cfg: dict) -> list[MethodSpec]:
     specs = []
     for label, opts in (cfg.get("methods") or {}).items():
         opts = dict(opts or {})
-        specs.append(MethodSpec(label, opts.pop("method", label), opts))
+        specs.append(MethodSpec(label, opts.pop("method", label), opts, opts.pop("archs", None)))
     return specs
 
 

@@ -62,13 +62,16 @@ def finetuned_split(wildcards):
 
 
 def results(datasets=DATASETS, archs=ARCHS, methods=EVALUATED, splits=SPLITS):
-    return expand(
-        "data/{dataset}/{arch}/results/{method}/{split}.csv",
-        dataset=datasets,
-        arch=archs,
-        method=methods,
-        split=splits,
-    )
+    """Result CSVs of every (dataset, arch, method, split) asked for; a method's `archs` option limits it."""
+    specs = {s.label: s for s in method_specs(config)}
+    return [
+        f"data/{d}/{a}/results/{m}/{s}.csv"
+        for d in datasets
+        for a in archs
+        for m in methods
+        if m not in specs or specs[m].runs_on(a)
+        for s in splits
+    ]
 
 
 def train_flags(section):

@@ -196,6 +196,12 @@ def cmd_generate(args) -> None:
     from benchmarks.evaluate import check_vectors
     from benchmarks.tasks import get_split, load_tasks
     from methods.base import Tasks
+    if args.prompt is not None or args.image_prompt:
+        return _generate_pmodel(args)
+    missing = [f"--{n}" for n in ("images", "zoo", "tasks", "split") if getattr(args, n) is None]
+    if missing:
+        raise ValueError(f"generate needs {' '.join(missing)} (or --prompt for one standalone p-Model)")
+    args.encoder = args.encoder or {"name": "minilm"}
     device = _setup(args)
     bench, method = _bench(args, device), _method(args)
     method.setup(bench, args.workdir)
@@ -208,6 +214,25 @@ def cmd_generate(args) -> None:
                           "output_space": method.output_space, "theta": theta.detach().cpu().float(),
                           "seconds": seconds}, args.out)
     log.info("generated %d p-Models with %s in %.2fs -> %s", len(tasks), args.method, seconds, args.out)
+
+
+def _generate_pmodel(args) -> None:
+    """`generate --prompt`: one standalone p-Model file from a text or image prompt (benchmarks/text2model.py)."""
+    from benchmarks.text2model import generate_pmodel, load_bench, parse_prompt
+    if args.method != "tina":
+        raise ValueError(f"--prompt and --image-prompt generate with --method tina, got {args.method!r}")
+    device = _setup(args)
+    bench = load_bench(args.generic, args.workdir, encoder=args.encoder, encoder_cache=args.encoder_cache,
+                       seed=args.seed, device=device)  # the encoder defaults to the one tina was fitted with
+    out = generate_pmodel(args.workdir, bench, parse_prompt(args.prompt or ""), args.out,
+                          image_prompt=args.image_prompt, descriptions=args.descriptions, options=args.options)
+    log.info("generated a p-Model with tina -> %s", out)
+
+
+def cmd_classify(args) -> None:
+    from benchmarks.text2model import classify
+    for path, name, prob in classify(args.pmodel, args.images, device=_setup(args)):
+        print(f"{path}\t{name}\t{prob:.3f}")
 
 
 def cmd_evaluate(args) -> None:
@@ -341,23 +366,34 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=hlp)
         p.add_argument("--method", required=True, help="registry name (see `nndiff methods`)")
         p.add_argument("--options", type=_json, default={}, help="method Config fields as JSON")
-        p.add_argument("--images", required=True)
+        p.add_argument("--images", required=name == "fit")
         p.add_argument("--generic", required=True)
-        p.add_argument("--zoo", required=True)
+        p.add_argument("--zoo", required=name == "fit")
         p.add_argument("--features", default=None)
         p.add_argument("--encoder-cache", default=None, help="folder caching text embeddings")
-        p.add_argument("--encoder", type=_json, default={"name": "minilm"},
-                       help='text encoder as JSON, e.g. {"name": "table", "options": {"path": "x.npy"}}')
+        p.add_argument("--encoder", type=_json, default={"name": "minilm"} if name == "fit" else None,
+                       help='text encoder as JSON, e.g. {"name": "table", "options": {"path": "x.npy"}} (default '
+                            'minilm; with --prompt, the one tina was fitted with)')
         p.add_argument("--arch", default=None, choices=sorted(PMODELS), help="p-Model arch (default: the generic's)")
         p.add_argument("--workdir", required=True, help="where fit leaves the method's state")
         if name == "fit":
             p.add_argument("--out", default=None, help="marker JSON written when fit succeeds (default <workdir>/fit.json)")
         if name == "generate":
-            p.add_argument("--tasks", required=True)
-            p.add_argument("--split", required=True)
-            p.add_argument("--out", required=True)
+            p.add_argument("--tasks", help="tasks JSON (needed unless --prompt)")
+            p.add_argument("--split", help="task split (needed unless --prompt)")
+            p.add_argument("--out", required=True, help="vectors of the split, or with --prompt the p-Model file")
+            p.add_argument("--prompt", default=None, help='"apple, bear, ...": one standalone p-Model (tina)')
+            p.add_argument("--image-prompt", nargs="+", default=None, metavar="IMG",
+                           help="one image per class through CLIP's image encoder (tina fitted with clip)")
+            p.add_argument("--descriptions", action="store_true", help="prompt with the classes' descriptions")
         _add_common(p)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("classify", help="label images with a p-Model file from `generate --prompt`")
+    p.add_argument("pmodel")
+    p.add_argument("images", nargs="+")
+    _add_common(p, seed=False)
+    p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("oracle", help="fine-tuned p-Models of a split as vectors (upper bound)")
     p.add_argument("--finetuned", required=True)

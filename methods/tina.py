@@ -71,7 +71,7 @@ class Normalizer:
             bm, bs = torch.zeros(body.shape[1]), torch.ones(body.shape[1])
             rm, rs = torch.zeros(rows.shape[-1]), torch.ones(rows.shape[-1])
         elif mode == "zscore-per-coordinate":  # FINDINGS 3-4
-            bm, bs = body.mean(0), body.std(0, correction=0)
+            bm, bs = body.mean(0), body.std(0, correction=0) if body.shape[1] else body.new_ones(0)
             rm, rs = flat_rows.mean(0), flat_rows.std(0, correction=0)
         elif mode == "per-layer":  # one scalar per layer, as p-diff v2's BaseDataset.preprocess
             bm, bs = torch.zeros(body.shape[1]), torch.ones(body.shape[1])

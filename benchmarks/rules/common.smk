@@ -17,7 +17,12 @@ DEVICE = config.get("device", "auto")
 GPU = 1 if DEVICE == "cuda" else 0
 SHARDS = range(config["finetune"].get("shards", 4))
 ORACLE = ["oracle"] if config.get("report", {}).get("oracle", True) else []
-EVALUATED = [*METHODS, *ORACLE]
+# Variants reuse another label's fitted state and change generate-time options only (e.g. the sampler).
+VARIANTS = config.get("variants", {})
+EVALUATED = [*METHODS, *ORACLE, *VARIANTS]
+for _label, _variant in VARIANTS.items():
+    if _variant["of"] not in METHODS:
+        raise ValueError(f"variant {_label!r} is of unknown method label {_variant['of']!r}; labels: {METHODS}")
 
 
 wildcard_constraints:
@@ -51,9 +56,24 @@ def features_flag(wildcards, input):
     return f"--features {input.features}" if input.get("features") else ""
 
 
+def fitted_label(wildcards):
+    """The label whose fit a job uses: a variant's `of`, else the label itself."""
+    return VARIANTS.get(wildcards.method, {}).get("of", wildcards.method)
+
+
 def method_options(wildcards):
-    spec = next(s for s in method_specs(config) if s.label == wildcards.method)
-    return spec.method, json.dumps(spec.options)
+    """(registry name, options JSON): a variant's options override those of the label it is `of`."""
+    spec = next(s for s in method_specs(config) if s.label == fitted_label(wildcards))
+    extra = {k: v for k, v in VARIANTS.get(wildcards.method, {}).items() if k != "of"}
+    return spec.method, json.dumps({**spec.options, **extra})
+
+
+def method_state(wildcards):
+    return f"data/{wildcards.dataset}/{wildcards.arch}/methods/{fitted_label(wildcards)}/state"
+
+
+def method_fit(wildcards):
+    return f"data/{wildcards.dataset}/{wildcards.arch}/methods/{fitted_label(wildcards)}/fit.json"
 
 
 def finetuned_split(wildcards):

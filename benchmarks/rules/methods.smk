@@ -38,7 +38,7 @@ rule generate:
         generic=generic_path,
         zoo="data/{dataset}/{arch}/finetuned/zoo.pt",
         tasks="data/{dataset}/tasks.json",
-        fitted="data/{dataset}/{arch}/methods/{method}/fit.json",
+        fitted=method_fit,
         features=features_input,
     output:
         "data/{dataset}/{arch}/methods/{method}/generated/{split}.pt",
@@ -54,7 +54,7 @@ rule generate:
         method=lambda w: method_options(w)[0],
         options=lambda w: method_options(w)[1],
         features=features_flag,
-        workdir="data/{dataset}/{arch}/methods/{method}/state",
+        workdir=method_state,
         seed=config["seed"],
     threads: THREADS
     resources:

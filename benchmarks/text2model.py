@@ -1,0 +1,170 @@
+"""Text-to-model for end users: a prompt -> a standalone p-Model file -> predictions on image files (Tina 1, 2.2).
+
+`generate_pmodel` asks a fitted Tina for the personalized parameters of one prompt (class names, their
+descriptions, or one image per class through CLIP's image tower, Fig. 6a), puts them into the generic
+model's frozen parts and writes one torch file: the p-Model's full state dict, its classes in output order,
+the arch name and a model card saying how it was made. `classify` loads such a file (weights_only) and
+labels images. CLI: `nndiff generate --method tina --prompt "apple, bear" ...` and `nndiff classify`.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from benchmarks import artifacts
+from benchmarks.pmodels import get_arch, to_float
+from benchmarks.train import Generic
+from methods.base import Bench, Tasks, Zoo
+
+FORMAT = "nndiff-pmodel/1"
+IMAGE_SIZE = 32  # p-Models see 32x32 images, as every dataset here (benchmarks/datasets.py)
+CLIP_PROMPT_SIZE = 224  # image prompts go to CLIP at its own input size
+
+
+def parse_prompt(text: str) -> list[str]:
+    """"apple, bear ,  cup" -> ["apple", "bear", "cup"]."""
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def load_images(paths: list[str | os.PathLike], size: int = IMAGE_SIZE) -> Tensor:
+    """Image files -> uint8 [n, 3, size, size]: RGB, bicubic resize (as benchmarks.datasets prepares data)."""
+    arrays = []
+    for path in paths:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            arrays.append(np.asarray(img.resize((size, size), Image.BICUBIC) if img.size != (size, size) else img,
+                                     dtype=np.uint8))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def load_bench(generic: str | os.PathLike | Generic, workdir: str | os.PathLike, *, encoder: dict | None = None,
+               encoder_cache: str | os.PathLike | None = None, seed: int = 0,
+               device: torch.device = torch.device("cpu")) -> Bench:
+    """A Bench for generation only: the generic model (the p-Model's frozen parts) and the text encoder the
+    fitted Tina in `workdir` was trained with (or `encoder`); no zoo and no images."""
+    generic = generic if isinstance(generic, Generic) else Generic.load(generic)
+    state_path = Path(workdir) / "state.pt"
+    if not state_path.is_file():
+        raise FileNotFoundError(f"no fitted tina at {state_path}; run `nndiff fit --method tina` first")
+    state = artifacts.load_torch(state_path)
+    arch = get_arch(state["arch"])
+    return Bench(arch=arch, generic=generic, zoo=Zoo([], [], torch.zeros(0, arch.layout(state["num_classes"]).n_params),
+                                                     torch.zeros(0)),
+                 train_x=torch.zeros(0, 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8),
+                 train_y=torch.zeros(0, dtype=torch.long), class_names=list(generic.classes),
+                 num_classes=state["num_classes"], seed=seed, device=device,
+                 encoder_cache=Path(encoder_cache) if encoder_cache else None,
+                 text_encoder_spec=encoder or state["encoder_spec"], dataset=state["dataset"])
+
+
+def _model_card(classes: list[str], arch: str, state: dict, tina, workdir: Path, prompt_kind: str,
+                n_params: int, n_generated: int) -> str:
+    c = tina.config
+    digest = hashlib.sha256((workdir / "state.pt").read_bytes()).hexdigest()[:12]
+    steps = c.sample_steps or (1000 if c.sampler == "ddpm" else 50)
+    lines = [
+        f"# p-Model: {', '.join(classes)}",
+        "",
+        f"- Classes, in output order: {'; '.join(f'{i} = {name}' for i, name in enumerate(classes))}",
+        f"- Architecture: `{arch}`, {n_params:,} parameters, of which {n_generated:,} generated; the rest are the "
+        "generic (stage-1) model's frozen weights",
+        f"- Made by: Tina (text-conditioned neural network diffusion), prompted with class {prompt_kind}",
+        f"- Generator: `{workdir / 'state.pt'}` (sha256 {digest}), trained {state['step']} steps on {state['n_zoo']} "
+        f"p-Models of `{state['dataset'] or '?'}`, text encoder `{state['encoder']}`, "
+        f"{'EMA' if c.use_ema else 'raw'} weights",
+        f"- Sampler: {c.sampler}, {steps} steps, seed {tina.seed}, {c.n_samples} sample(s)",
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
+        "- Input: RGB images resized to 32x32, scaled to [-1, 1] (`benchmarks.pmodels.to_float`)",
+        "- Caveat: generated without training on these classes; its accuracy has not been measured.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def generate_pmodel(workdir: str | os.PathLike, bench: Bench | str | os.PathLike, prompt: list[str],
+                    out: str | os.PathLike, *, image_prompt: list[str | os.PathLike] | None = None,
+                    descriptions: bool = False, options: dict | None = None) -> Path:
+    """Generate one p-Model for `prompt` with the Tina fitted in `workdir` and write it as a standalone file.
+
+    Args:
+        bench: the benchmark, or the path of the generic model (see `load_bench`).
+        prompt: class names in output order (with `image_prompt`: their names; empty: the image file stems).
+        image_prompt: one image per class, encoded by CLIP's image tower (needs a Tina fitted with clip).
+        descriptions: prompt with the classes' descriptions (the dataset's shipped file) instead of names.
+        options: Tina options for sampling (sampler, sample_steps, seed, use_ema, n_samples).
+    Returns:
+        `out`, a torch file {format, arch, classes, state_dict, model_card, meta}.
+    """
+    from methods.tina import Tina
+
+    workdir = Path(workdir)
+    bench = bench if isinstance(bench, Bench) else load_bench(bench, workdir)
+    prompt = [str(c).strip() for c in prompt if str(c).strip()]
+    if image_prompt:
+        prompt = prompt or [Path(p).stem for p in image_prompt]
+        if len(prompt) != len(image_prompt):
+            raise ValueError(f"{len(image_prompt)} prompt images but {len(prompt)} class names: give one image per class")
+    if not prompt:
+        raise ValueError("empty prompt: name the p-Model's classes, e.g. --prompt \"apple, bear, cup\"")
+    options = dict(options or {})
+    if descriptions:
+        options["generate_text"] = "descriptions"
+    tina = Tina(options).setup(bench, workdir)
+    state, _ = tina._load()
+    if image_prompt:  # Fig. 6a: CLIP aligns images with the texts Tina was trained on
+        encoder = bench.text_encoder()
+        if not state["encoder"].startswith("clip") or encoder.name != state["encoder"]:
+            raise ValueError(f"image prompts need the clip encoder Tina was fitted with; this Tina uses "
+                             f"{state['encoder']!r}. Fit with encoder {{\"name\": \"clip\"}} (local ViT-B/32 weights)")
+        emb = encoder.encode_image(load_images(image_prompt, CLIP_PROMPT_SIZE))[None]  # [1, K, D]
+        theta = tina.generate_from_embeddings(emb, ["prompt"], [prompt], classes=[prompt])[0]
+        kind = "images (" + ", ".join(Path(p).name for p in image_prompt) + ")"
+    else:
+        theta = tina.generate(Tasks(["prompt"], [prompt]))[0]  # [n_params(K)]
+        kind = "descriptions" if descriptions else "names"
+
+    arch, k = bench.arch, len(prompt)
+    layout = arch.layout(k)
+    model = arch.from_generic(bench.generic.state, list(range(k)))  # frozen parts from the generic model
+    generated = layout.unflatten(theta)
+    unexpected = model.load_state_dict(generated, strict=False).unexpected_keys
+    if unexpected:
+        raise RuntimeError(f"generated parameters {unexpected} have no place in {arch.name}")
+    state_dict = {n: t.detach().cpu().clone() for n, t in model.state_dict().items()}
+    card = _model_card(prompt, arch.name, state, tina, workdir, kind, sum(t.numel() for t in model.parameters()),
+                       layout.n_params)
+    meta = {"method": "tina", "workdir": str(workdir), "prompt_kind": kind, "sampler": tina.config.sampler,
+            "sample_steps": tina.config.sample_steps, "seed": tina.seed, "encoder": state["encoder"],
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    artifacts.save_torch({"format": FORMAT, "arch": arch.name, "classes": prompt, "state_dict": state_dict,
+                          "model_card": card, "meta": meta}, out)
+    return Path(out)
+
+
+@torch.no_grad()
+def classify(pmodel_file: str | os.PathLike, image_paths: list[str | os.PathLike], *,
+             device: torch.device = torch.device("cpu")) -> list[tuple[str, str, float]]:
+    """Label images with a standalone p-Model file. Returns one (path, class, probability) per image."""
+    d = artifacts.load_torch(pmodel_file)
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise ValueError(f"{pmodel_file} is not a p-Model file ({FORMAT}); make one with `nndiff generate --prompt`")
+    if not image_paths:
+        return []
+    arch, classes = get_arch(d["arch"]), list(d["classes"])
+    model = arch.build(len(classes))
+    model.load_state_dict(d["state_dict"])
+    model.to(device).eval()  # important: BatchNorm in eval mode
+    x = load_images(image_paths)  # uint8 [n, 3, 32, 32]
+    if arch.train_backbone_in_stage1:
+        logits = model(to_float(x).to(device))
+    else:  # CLIP ViT-B/32 head: the image tower is CLIP's own, not stored in the file
+        from benchmarks.encoders import get_encoder
+        logits = model.fc(get_encoder("clip").encode_image(x).to(device))
+    prob, idx = logits.softmax(1).max(1)
+    return [(str(p), classes[i], float(q)) for p, i, q in zip(image_paths, idx.tolist(), prob.tolist())]

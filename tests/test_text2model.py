@@ -1,0 +1,91 @@
+"""Text-to-model: a prompt -> a standalone p-Model file -> labels for image files (API and CLI)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks import artifacts
+from benchmarks.text2model import FORMAT, classify, generate_pmodel, parse_prompt
+from methods.tina import Tina
+
+@pytest.fixture(scope="module")
+def fitted(tiny, tmp_path_factory):
+    """A tiny Tina fitted on the tiny bench with a table text encoder: (bench, workdir, generic path)."""
+    root = tmp_path_factory.mktemp("t2m")
+    gen = torch.Generator().manual_seed(0)
+    table = root / "table.json"
+    table.write_text(json.dumps({c: torch.randn(16, generator=gen).tolist() for c in [*tiny.bench.class_names, "<->"]}))
+    bench = dataclasses.replace(tiny.bench, text_encoder_spec={"name": "table", "options": {"path": str(table)}})
+    workdir = root / "tina"
+    Tina(dict(width=32, depth=2, heads=4, steps=30, batch_size=16, padding=True)).setup(bench, workdir).fit(bench, workdir)
+    generic = root / "generic.pt"
+    tiny.generic.save(generic)
+    return bench, workdir, generic
+
+
+def write_pngs(tiny, folder: Path, n: int = 3) -> list[Path]:
+    paths = []
+    for i in range(n):
+        path = folder / f"img{i}.png"
+        Image.fromarray(tiny.images.test_x[i].permute(1, 2, 0).numpy().astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_parse_prompt():
+    assert parse_prompt(" apple, bear ,, cup ") == ["apple", "bear", "cup"]
+
+
+def test_prompt_to_pmodel_file_to_labels(tiny, fitted, tmp_path):
+    bench, workdir, generic = fitted
+    prompt = bench.class_names[:3]
+    out = generate_pmodel(workdir, generic, prompt, tmp_path / "pmodel.pt")  # from paths: a fresh bench
+    d = artifacts.load_torch(out)  # weights_only
+    assert d["format"] == FORMAT and d["arch"] == "cnn-5k" and d["classes"] == prompt
+    assert d["state_dict"]["fc.weight"].shape == (3, 32) and "sampler: ddim" in d["model_card"].lower()
+    assert "Tina" in d["model_card"] and str(workdir) in d["model_card"]
+    same = generate_pmodel(workdir, bench, prompt, tmp_path / "again.pt")  # from the Bench: the same model
+    assert torch.equal(artifacts.load_torch(same)["state_dict"]["fc.weight"], d["state_dict"]["fc.weight"])
+    images = write_pngs(tiny, tmp_path)
+    labels = classify(out, images)
+    assert [p for p, _, _ in labels] == [str(p) for p in images]
+    assert all(c in prompt and 0.0 <= q <= 1.0 for _, c, q in labels)
+
+
+def test_errors(tiny, fitted, tmp_path):
+    bench, workdir, generic = fitted
+    with pytest.raises(ValueError, match="empty prompt"):
+        generate_pmodel(workdir, bench, [" ", ""], tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="clip"):  # image prompts need CLIP's image tower
+        generate_pmodel(workdir, bench, [], tmp_path / "x.pt", image_prompt=write_pngs(tiny, tmp_path, 2))
+    with pytest.raises(ValueError, match="descriptions"):  # the synthetic dataset has none
+        generate_pmodel(workdir, bench, bench.class_names[:2], tmp_path / "x.pt", descriptions=True)
+    artifacts.save_torch({"theta": torch.zeros(3)}, tmp_path / "vectors.pt")
+    with pytest.raises(ValueError, match="not a p-Model file"):
+        classify(tmp_path / "vectors.pt", write_pngs(tiny, tmp_path, 1))
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_cli_prompt_and_classify(tiny, fitted, tmp_path, capsys, caplog):
+    from benchmarks.cli import main
+    bench, workdir, generic = fitted
+    out = tmp_path / "pm.pt"
+    assert main(["generate", "--method", "tina", "--generic", str(generic), "--workdir", str(workdir),
+                 "--prompt", ", ".join(bench.class_names[3:7]), "--out", str(out), "--options", '{"sample_steps": 10}']) == 0
+    assert artifacts.load_torch(out)["classes"] == bench.class_names[3:7]
+    images = write_pngs(tiny, tmp_path, 2)
+    capsys.readouterr()
+    assert main(["classify", str(out), *map(str, images)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].split("\t")[0] == str(images[0]) and lines[0].split("\t")[1] in bench.class_names[3:7]
+    # DAG mode still needs its inputs; --prompt "" is an empty prompt
+    assert main(["generate", "--method", "tina", "--generic", str(generic), "--workdir", str(workdir), "--out", "y.pt"]) == 2
+    assert "--tasks" in caplog.text
+    assert main(["generate", "--method", "tina", "--generic", str(generic), "--workdir", str(workdir), "--out", "y.pt",
+                 "--prompt", ""]) == 2

@@ -91,8 +91,11 @@ class Bench:
         from benchmarks.encoders import get_encoder
         return get_encoder(name, cache_dir=self.encoder_cache, **options)
 
-    def text_encoder(self):
-        """The benchmark's configured text encoder (config key `encoder`: clip | minilm | table)."""
+    def text_encoder(self, name: str | None = None):
+        """A method's text encoder: `name` if given (a method option), else the benchmark's configured one
+        (config key `encoder`: clip | minilm | table)."""
+        if name:
+            return self.encoder(name)
         spec = self.text_encoder_spec
         return self.encoder(spec["name"], **spec.get("options", {}))
 
@@ -117,11 +120,13 @@ class Method:
         self.config = config
         self.bench: Bench | None = None
         self.workdir: Path | None = None
+        self._state: dict | None = None
 
     def setup(self, bench: Bench, workdir: str | Path) -> "Method":
         """Called by the harness before `fit` and before `generate` (which may run in a fresh process)."""
         self.bench, self.workdir = bench, Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._state = None  # a new workdir: forget state kept from an earlier fit
         return self
 
     @property
@@ -138,6 +143,14 @@ class Method:
     # -- state that `generate` reads back, possibly in another process
     def save_state(self, **state: Any) -> None:
         artifacts.save_torch(state, self.workdir / "state.pt")
+        self._state = dict(state)  # generate() in this process needs no reload
+
+    @property
+    def state(self) -> dict:
+        """The fitted state, read once from the workdir and kept."""
+        if self._state is None:
+            self._state = self.load_state()
+        return self._state
 
     def load_state(self) -> dict:
         path = self.workdir / "state.pt"

@@ -48,20 +48,9 @@ class Retrieval(Method):
         super().__init__(config)
         if self.config.top_k < 1:
             raise ValueError(f"retrieval top_k must be >= 1, got {self.config.top_k}")
-        self._state: dict | None = None
-
-    def setup(self, bench: Bench, workdir) -> "Method":
-        self._state = None  # a new workdir: forget state kept from an earlier fit
-        return super().setup(bench, workdir)
-
-    def _loaded(self) -> dict:
-        """The fitted state: kept from fit() in this process, else read once from the workdir."""
-        if self._state is None:
-            self._state = self.load_state()
-        return self._state
 
     def _encoder(self):
-        return self.bench.encoder(self.config.encoder) if self.config.encoder else self.bench.text_encoder()
+        return self.bench.text_encoder(self.config.encoder)
 
     def fit(self, bench: Bench, workdir: Path) -> None:
         # Nothing to learn: embed the zoo's class names once and keep the zoo for generate().
@@ -72,14 +61,13 @@ class Retrieval(Method):
         vec = F.normalize(e - centre, dim=-1)
         index = {n: i for i, n in enumerate(names)}
         zoo_rows = torch.tensor([[index[n] for n in cs] for cs in bench.zoo.classes])  # [n_zoo, K]
-        self._state = dict(theta=bench.zoo.theta, task_ids=list(bench.zoo.task_ids), zoo_vec=vec[zoo_rows],
-                           centre=centre, encoder=encoder.name)
-        self.save_state(**self._state)
+        self.save_state(theta=bench.zoo.theta, task_ids=list(bench.zoo.task_ids), zoo_vec=vec[zoo_rows],
+                        centre=centre, encoder=encoder.name)
 
     def ranking(self, tasks: Tasks) -> tuple[Tensor, Tensor, Tensor]:
         """Zoo models for each task, best first. Returns (zoo index [n, top_k], matched zoo row of each query
         class [n, top_k, k], total similarity [n, top_k])."""
-        state = self._loaded()
+        state = self.state
         if len({len(cs) for cs in tasks.classes}) > 1:
             raise ValueError("tasks of different sizes: generate each size separately")
         encoder = self._encoder()
@@ -110,7 +98,7 @@ class Retrieval(Method):
 
     @torch.no_grad()
     def generate(self, tasks: Tasks) -> Tensor:
-        state = self._loaded()
+        state = self.state
         best, cols, _ = self.ranking(tasks)  # [n, top_k], [n, top_k, k]
         layout = self.bench.arch.layout(state["zoo_vec"].shape[1])
         theta = state["theta"][best]  # [n, top_k, n_params(K)]

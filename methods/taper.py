@@ -104,21 +104,10 @@ class Taper(Method):
             raise ValueError(f"taper augment must be one of {AUGMENTATIONS}, got {c.augment!r}")
         if c.n_experts < 1:
             raise ValueError(f"taper n_experts must be >= 1, got {c.n_experts}")
-        self._state: dict | None = None
 
     # -- text
-    def setup(self, bench: Bench, workdir) -> "Method":
-        self._state = None  # a new workdir: forget state kept from an earlier fit
-        return super().setup(bench, workdir)
-
-    def _loaded(self) -> dict:
-        """The fitted state: kept from fit() in this process, else read once from the workdir."""
-        if self._state is None:
-            self._state = self.load_state()
-        return self._state
-
     def _encoder(self):
-        return self.bench.encoder(self.config.encoder) if self.config.encoder else self.bench.text_encoder()
+        return self.bench.text_encoder(self.config.encoder)
 
     def _class_vectors(self, encoder, names: list[str], centre: Tensor) -> Tensor:
         """Unit class-name embeddings [n, d], centred on the zoo's mean class embedding if asked."""
@@ -205,11 +194,10 @@ class Taper(Method):
         centre = centre if self.config.centre else torch.zeros_like(centre)
         z = self._task_vectors(encoder, bench.zoo.classes, centre)  # [n_zoo, d]
         mixer = self._train_mixer(bench, experts, z, torch.tensor([[index[n] for n in cs] for cs in bench.zoo.classes]))
-        self._state = dict(experts=experts, shards=shards, mixer=mixer.state_dict(), classes=list(bench.class_names),
-                           centre=centre, encoder=encoder.name, mixing=self.config.mixing,
-                           dims=[z.shape[1], self.config.mixer_hidden, mixer.n_layers, len(experts)],
-                           seconds=time.time() - start)
-        self.save_state(**self._state)
+        self.save_state(experts=experts, shards=shards, mixer=mixer.state_dict(), classes=list(bench.class_names),
+                        centre=centre, encoder=encoder.name, mixing=self.config.mixing,
+                        dims=[z.shape[1], self.config.mixer_hidden, mixer.n_layers, len(experts)],
+                        seconds=time.time() - start)
 
     # -- generation
     def _mixer(self, state: dict) -> Mixer:
@@ -219,7 +207,7 @@ class Taper(Method):
         return mixer.eval()
 
     def _state_for(self, tasks: Tasks) -> tuple[dict, object]:
-        state = self._loaded()
+        state = self.state
         known = set(state["classes"])
         unknown = sorted({n for cs in tasks.classes for n in cs if n not in known})
         if unknown:

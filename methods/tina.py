@@ -147,6 +147,16 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> Tensor:
     return torch.cat(out)
 
 
+def param_groups(net: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups as the official `configure_optimizers`: decay weight matrices, not biases, LayerNorms
+    or position embeddings."""
+    def decayed(name: str, p: Tensor) -> bool:
+        return p.dim() >= 2 and not name.endswith(("pos_emb", "text_b"))
+    named = list(net.named_parameters())
+    return [{"params": [p for n, p in named if decayed(n, p)], "weight_decay": weight_decay},
+            {"params": [p for n, p in named if not decayed(n, p)], "weight_decay": 0.0}]
+
+
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up from 0, then cosine to 0 (official `update_lr`/`lr_fun_cos`), per iteration."""
     if step < warmup:
@@ -316,6 +326,13 @@ class Tina(Method):
         return loss.item()
 
     def fit(self, bench: Bench, workdir: Path) -> None:
+        """Train the denoiser on the zoo (Algorithm 1); resumable from `workdir/checkpoint.pt`.
+
+        TODO(multi-GPU): one device only. Data parallelism (accelerate/DDP) would split each batch across
+        ranks, which changes the per-step random draws and so the exact-resume guarantee, and needs the CLI
+        started by `accelerate launch`; at the paper's scale (width 2048, ~0.6B parameters, batch 64 of
+        ~22 tokens) one 80 GB GPU holds the model, EMA and AdamW state, so it is not needed to reproduce it.
+        """
         if self.bench is None or self.workdir != Path(workdir):
             self.setup(bench, workdir)
         c, device = self.config, bench.device
@@ -335,10 +352,7 @@ class Tina(Method):
         torch.manual_seed(self.seed)
         net = TinaNet(self._net_config(data["text_dim"], data["max_classes"]), bench.layout).to(device)
         ema = copy.deepcopy(net).requires_grad_(False)
-        decay = [p for name, p in net.named_parameters() if p.dim() >= 2 and not name.endswith(("pos_emb", "text_b"))]
-        other = [p for name, p in net.named_parameters() if not (p.dim() >= 2 and not name.endswith(("pos_emb", "text_b")))]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay}, {"params": other, "weight_decay": 0.0}],
-                                lr=c.lr, betas=(0.9, 0.999))
+        opt = torch.optim.AdamW(param_groups(net, c.weight_decay), lr=c.lr, betas=(0.9, 0.999))
         start, losses, seconds = 0, [], 0.0
         if ckpt_path.exists():
             ckpt = artifacts.load_torch(ckpt_path)
@@ -353,7 +367,7 @@ class Tina(Method):
             log.info("tina: resuming from step %d of %d (%s)", start, total, ckpt_path)
         log.info("tina: %d p-Models, %d steps, denoiser %.2fM parameters, tokens %s + %s", n, total,
                  net.num_params() / 1e6, net.token_sizes(),
-                 f"{data['max_classes']} rows" if c.head_tokens == "rows" else "text")
+                 "row tokens" if c.head_tokens == "rows" else "class-text tokens")
 
         scheduler = make_scheduler(DiffusionConfig(), "ddpm")  # its add_noise: q(theta^j | theta)
         net.train()
@@ -362,9 +376,9 @@ class Tina(Method):
         for step in bar:
             window.append(self._train_step(net, opt, scheduler, data, step, total))
             with torch.no_grad():  # EMA of the weights, warmed up (as diffusers' EMAModel) so the init fades
-                decay = min(c.ema_decay, (1 + step) / (10 + step))
+                ema_decay = min(c.ema_decay, (1 + step) / (10 + step))
                 for pe, p in zip(ema.parameters(), net.parameters()):
-                    pe.lerp_(p, 1.0 - decay)
+                    pe.lerp_(p, 1.0 - ema_decay)
             done = step + 1
             if done % c.log_every == 0 or done == total:
                 losses.append(sum(window) / len(window))

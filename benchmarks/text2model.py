@@ -109,7 +109,8 @@ def generate_pmodel(workdir: str | os.PathLike, bench: Bench | str | os.PathLike
     if image_prompt:
         prompt = prompt or [Path(p).stem for p in image_prompt]
         if len(prompt) != len(image_prompt):
-            raise ValueError(f"{len(image_prompt)} prompt images but {len(prompt)} class names: give one image per class")
+            raise ValueError(f"{len(image_prompt)} prompt images but {len(prompt)} class names: "
+                             "give one image per class")
     if not prompt:
         raise ValueError("empty prompt: name the p-Model's classes, e.g. --prompt \"apple, bear, cup\"")
     options = dict(options or {})

@@ -87,10 +87,12 @@ class Normalizer:
         return cls(mode, bm.float(), bs.float().clamp_min(STD_FLOOR), rm.float(), rs.float().clamp_min(STD_FLOOR))
 
     def normalize(self, body: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-        return (body - self.body_mean.to(body)) / self.body_std.to(body), (rows - self.row_mean.to(rows)) / self.row_std.to(rows)
+        body = (body - self.body_mean.to(body)) / self.body_std.to(body)
+        return body, (rows - self.row_mean.to(rows)) / self.row_std.to(rows)
 
     def denormalize(self, body: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-        return body * self.body_std.to(body) + self.body_mean.to(body), rows * self.row_std.to(rows) + self.row_mean.to(rows)
+        body = body * self.body_std.to(body) + self.body_mean.to(body)
+        return body, rows * self.row_std.to(rows) + self.row_mean.to(rows)
 
     def state(self) -> dict:
         return dataclasses.asdict(self)
@@ -393,7 +395,8 @@ class Tina(Method):
         norm = data["norm"]
         self.save_state(config=dataclasses.asdict(c), fit_options=options, step=total, seconds=seconds, losses=losses,
                         net_config=dataclasses.asdict(net.cfg), model=net.state_dict(), ema=ema.state_dict(),
-                        norm=norm.state(), text_centre=data["centre"], text_scale=data["scale"], pad_text=data["pad_raw"],
+                        norm=norm.state(), text_centre=data["centre"], text_scale=data["scale"],
+                        pad_text=data["pad_raw"],
                         encoder=data["encoder"], encoder_spec=dict(bench.text_encoder_spec), dataset=bench.dataset,
                         arch=bench.arch.name, num_classes=data["k"], n_params=bench.layout.n_params,
                         n_body=norm.body_mean.numel(), row_dim=norm.row_mean.numel(), n_zoo=n,
@@ -489,7 +492,8 @@ class Tina(Method):
                 parts, seen = [torch.randn(n_body, generator=g)], {}
                 for key in ks:
                     seen[key] = seen.get(key, -1) + 1
-                    g = torch.Generator().manual_seed(derive_seed(self.seed, "tina-generate", task_id, j, key, seen[key]))
+                    g = torch.Generator().manual_seed(
+                        derive_seed(self.seed, "tina-generate", task_id, j, key, seen[key]))
                     parts.append(torch.randn(row_dim, generator=g))
                 noise.append(torch.cat(parts))
         noise = torch.stack(noise) if noise else torch.zeros(0, n_body + width * row_dim)  # [n s, n_body + width (d+1)]

@@ -23,7 +23,8 @@ def fitted(tiny, tmp_path_factory):
     table.write_text(json.dumps({c: torch.randn(16, generator=gen).tolist() for c in [*tiny.bench.class_names, "<->"]}))
     bench = dataclasses.replace(tiny.bench, text_encoder_spec={"name": "table", "options": {"path": str(table)}})
     workdir = root / "tina"
-    Tina(dict(width=32, depth=2, heads=4, steps=30, batch_size=16, padding=True)).setup(bench, workdir).fit(bench, workdir)
+    tina = Tina(dict(width=32, depth=2, heads=4, steps=30, batch_size=16, padding=True)).setup(bench, workdir)
+    tina.fit(bench, workdir)
     generic = root / "generic.pt"
     tiny.generic.save(generic)
     return bench, workdir, generic
@@ -76,16 +77,17 @@ def test_cli_prompt_and_classify(tiny, fitted, tmp_path, capsys, caplog):
     from benchmarks.cli import main
     bench, workdir, generic = fitted
     out = tmp_path / "pm.pt"
-    assert main(["generate", "--method", "tina", "--generic", str(generic), "--workdir", str(workdir),
-                 "--prompt", ", ".join(bench.class_names[3:7]), "--out", str(out), "--options", '{"sample_steps": 10}']) == 0
+    base = ["generate", "--method", "tina", "--generic", str(generic), "--workdir", str(workdir)]
+    assert main(base + ["--prompt", ", ".join(bench.class_names[3:7]), "--out", str(out),
+                        "--options", '{"sample_steps": 10}']) == 0
     assert artifacts.load_torch(out)["classes"] == bench.class_names[3:7]
     images = write_pngs(tiny, tmp_path, 2)
     capsys.readouterr()
     assert main(["classify", str(out), *map(str, images)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and lines[0].split("\t")[0] == str(images[0]) and lines[0].split("\t")[1] in bench.class_names[3:7]
+    path, name, prob = lines[0].split("\t")
+    assert len(lines) == 2 and path == str(images[0]) and name in bench.class_names[3:7] and 0 <= float(prob) <= 1
     # DAG mode still needs its inputs; --prompt "" is an empty prompt
-    assert main(["generate", "--method", "tina", "--generic", str(generic), "--workdir", str(workdir), "--out", "y.pt"]) == 2
+    assert main(base + ["--out", "y.pt"]) == 2
     assert "--tasks" in caplog.text
-    assert main(["generate", "--method", "tina", "--generic", str(generic), "--workdir", str(workdir), "--out", "y.pt",
-                 "--prompt", ""]) == 2
+    assert main(base + ["--out", "y.pt", "--prompt", ""]) == 2

@@ -226,7 +226,8 @@ generic = Generic.load({str(generic)!r})
 bench = Bench(arch=generic.arch, generic=generic, zoo=Zoo([], [], torch.zeros(0, 1), torch.zeros(0)),
               train_x=torch.zeros(0, 3, 32, 32, dtype=torch.uint8), train_y=torch.zeros(0, dtype=torch.long),
               class_names=generic.classes, num_classes=4, text_encoder_spec={bench.text_encoder_spec!r})
-theta = Tina({options!r}).setup(bench, {str(workdir)!r}).generate(Tasks(["a", "b", "c"], [{bench.class_names[:3]!r}] * 3))
+tasks = Tasks(["a", "b", "c"], [{bench.class_names[:3]!r}] * 3)
+theta = Tina({options!r}).setup(bench, {str(workdir)!r}).generate(tasks)
 print(tuple(theta.shape), bool(torch.isfinite(theta).all()))
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -273,4 +274,5 @@ def test_clear_errors(bench, padded, tiny):
     with pytest.raises(ValueError, match="unknown sampler"):
         Tina({"sampler": "euler"})
     with pytest.raises(ValueError, match="descriptions"):  # the synthetic dataset ships no class descriptions
-        Tina(dict(options, generate_text="descriptions")).setup(bench, workdir).generate(Tasks(["t"], [bench.class_names[:4]]))
+        Tina(dict(options, generate_text="descriptions")).setup(bench, workdir).generate(
+            Tasks(["t"], [bench.class_names[:4]]))

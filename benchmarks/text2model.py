@@ -73,8 +73,9 @@ def _model_card(classes: list[str], arch: str, state: dict, tina, workdir: Path,
         f"# p-Model: {', '.join(classes)}",
         "",
         f"- Classes, in output order: {'; '.join(f'{i} = {name}' for i, name in enumerate(classes))}",
-        f"- Architecture: `{arch}`, {n_params:,} parameters, of which {n_generated:,} generated; the rest are the "
-        "generic (stage-1) model's frozen weights",
+        f"- Architecture: `{arch}`, {n_params:,} parameters, "
+        + ("all generated" if n_generated == n_params else f"{n_generated:,} generated, the other "
+           f"{n_params - n_generated:,} frozen from the generic (stage-1) model"),
         f"- Made by: Tina (text-conditioned neural network diffusion), prompted with class {prompt_kind}",
         f"- Generator: `{workdir / 'state.pt'}` (sha256 {digest}), trained {state['step']} steps on {state['n_zoo']} "
         f"p-Models of `{state['dataset'] or '?'}`, text encoder `{state['encoder']}`, "
@@ -119,7 +120,7 @@ def generate_pmodel(workdir: str | os.PathLike, bench: Bench | str | os.PathLike
     tina = Tina(options).setup(bench, workdir)
     state, _ = tina._load()
     if image_prompt:  # Fig. 6a: CLIP aligns images with the texts Tina was trained on
-        encoder = bench.text_encoder()
+        encoder = tina.text_encoder(state)
         if not state["encoder"].startswith("clip") or encoder.name != state["encoder"]:
             raise ValueError(f"image prompts need the clip encoder Tina was fitted with; this Tina uses "
                              f"{state['encoder']!r}. Fit with encoder {{\"name\": \"clip\"}} (local ViT-B/32 weights)")

@@ -425,7 +425,7 @@ class CondPDiff(Method):
 
         # 1. normalization (Sec. 3.2) and conditions of the zoo tasks (Sec. 3.3)
         norm = Normalizer.fit(c.norm, zoo.theta.float(), layout, zoo.task_ids, zoo.classes)
-        x_all = norm.forward(zoo.theta.float(), torch.arange(len(zoo)) if c.norm == "task" else None).to(dev)
+        x_all = norm.forward(zoo.theta.float(), norm.rows(zoo.task_ids, zoo.classes)).to(dev)  # [N, P]
         conditioner = Conditioner(c.condition, bench, c).fit(zoo.classes)
         if c.condition == "text+fewshot":  # the text part is fixed, the shots are redrawn every step
             text_part, zoo_class_idx = conditioner.text(zoo.classes), conditioner.class_idx(zoo.classes)
@@ -448,8 +448,8 @@ class CondPDiff(Method):
         if ckpt_path.exists():
             ck = artifacts.load_torch(ckpt_path)
             if ck.get("key") == key:
-                ae.load_state_dict(ck["ae"]), den.load_state_dict(ck["den"])
-                ae_opt.load_state_dict(ck["ae_opt"]), den_opt.load_state_dict(ck["den_opt"])
+                for obj, name in ((ae, "ae"), (den, "den"), (ae_opt, "ae_opt"), (den_opt, "den_opt")):
+                    obj.load_state_dict(ck[name])
                 gen.set_state(ck["gen"])
                 phase, step, self.history = ck["phase"], ck["step"], ck["history"]
                 log.info("cond-pdiff: resuming %s at step %d from %s", phase, step, ckpt_path)

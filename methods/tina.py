@@ -6,14 +6,17 @@ classifier augmentation (permute prompt classes and head rows together) and opti
 classification-sequence padding. generate: sample one p-Model per prompt with a diffusers scheduler
 (methods/diffusion.py); tasks may name classes the zoo never saw, since only their text is used.
 
-Choices beyond the paper (sources in `Tina.Config`; FINDINGS = /work/shared/FINDINGS.md):
+Choices beyond the paper (sources in `Tina.Config`; FINDINGS = the project's measured findings, FINDINGS.md):
 - head tokens per class row, shared encoder, text added to its row (FINDINGS 4); "paper" keeps the chunked head;
 - per-coordinate z-scores of the parameters (the official code normalizes nothing); head statistics are
   per column of a row and shared by all rows, so normalization commutes with permuting classes;
 - class embeddings centred on the zoo's mean class embedding (FINDINGS 3) and scaled to unit RMS, so the
   text encoder's scale (raw CLIP vs unit-norm MiniLM) does not matter;
 - every random draw of training step s comes from a generator seeded by (seed, s), so a resumed run
-  equals an uninterrupted one exactly and there is no RNG state to carry in the checkpoint.
+  equals an uninterrupted one exactly (on CPU; GPU kernels may add nondeterminism) and there is no RNG
+  state to carry in the checkpoint;
+- x_T of each generated p-Model is drawn per (seed, task id, class text), so a task's sample does not
+  depend on its batch, and with row tokens and a deterministic sampler permuting a prompt permutes its rows.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import copy
 import dataclasses
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,9 +121,9 @@ def permute_neurons(theta: Tensor, layout: Layout, gen: torch.Generator) -> Tens
     """G.pt's permutation augmentation for the CNNs: permute each conv's output channels and the next
     layer's input channels alike (ReLU and average pooling act per channel, so every p-Model keeps its
     function). theta [B, n_params] -> [B, n_params], one random permutation per p-Model and layer."""
-    convs = [s.name for s in layout.segments if s.name.startswith("conv")]
-    if not convs:
-        raise ValueError("permutation_aug needs a conv body (cnn-5k, cnn-14k); this arch generates only its head")
+    convs = [s.name for s in layout.segments if not s.name.startswith(f"{layout.head}.")]
+    if not convs or not all(re.fullmatch(r"conv\d+\.weight", name) for name in convs):
+        raise ValueError(f"permutation_aug needs a body of plain conv layers (cnn-5k, cnn-14k); got {convs or 'none'}")
     p = dict(layout.unflatten(theta))
     b = theta.shape[0]
 
@@ -193,6 +197,7 @@ class Tina(Method):
         normalization: str = "zscore-per-coordinate"  # official: "none"; z-scores in FINDINGS (conv std 0.01
         # vs head 0.34: unscaled, the conv layers drown in the noise schedule's unit-variance noise)
         centre_text: bool = True  # subtract the zoo's mean class embedding (FINDINGS 3; CLIP names share a direction)
+        encoder: str | None = None  # None: the benchmark's text encoder (config `encoder`); else clip | minilm
         text: str = "names"  # training prompts: class "names" (paper) or GPT-4 "descriptions" (Table 7)
         generate_text: str | None = None  # prompts at generate time; None: as trained (Table 7, Fig. 6c)
         classifier_aug: bool = True  # permute prompt classes and head rows together per sample (paper 2.2.3)
@@ -231,7 +236,16 @@ class Tina(Method):
             raise ValueError("tina options n_samples and batch_size must be >= 1")
         self._loaded = None  # (state, net) cached by generate
 
+    def setup(self, bench: Bench, workdir) -> "Tina":
+        self._loaded = None  # a new workdir or bench: reload the denoiser
+        return super().setup(bench, workdir)
+
     # -- small helpers
+    def text_encoder(self, state: dict | None = None):
+        """The encoder option, else the one the state was fitted with, else the benchmark's."""
+        name = self.config.encoder or (state["config"].get("encoder") if state else None)
+        return self.bench.text_encoder(name)
+
     @property
     def seed(self) -> int:
         return self.config.seed if self.config.seed is not None else self.bench.seed
@@ -259,7 +273,7 @@ class Tina(Method):
         max_classes = self.config.max_classes or k
         if max_classes < k:
             raise ValueError(f"max_classes={max_classes} is smaller than the zoo's {k} classes")
-        encoder = bench.text_encoder()
+        encoder = self.text_encoder()
         texts = prompt_texts(zoo.classes, self.config.text, bench.dataset)
         unique = list(dict.fromkeys(t for ts in texts for t in ts))
         z = encoder.encode_text(unique).float()  # [n_unique, D]
@@ -395,9 +409,9 @@ class Tina(Method):
         norm = data["norm"]
         self.save_state(config=dataclasses.asdict(c), fit_options=options, step=total, seconds=seconds, losses=losses,
                         net_config=dataclasses.asdict(net.cfg), model=net.state_dict(), ema=ema.state_dict(),
-                        norm=norm.state(), text_centre=data["centre"], text_scale=data["scale"],
-                        pad_text=data["pad_raw"],
-                        encoder=data["encoder"], encoder_spec=dict(bench.text_encoder_spec), dataset=bench.dataset,
+                        norm=norm.state(), text_centre=data["centre"], text_scale=data["scale"], dataset=bench.dataset,
+                        pad_text=data["pad_raw"], encoder=data["encoder"],
+                        encoder_spec={"name": c.encoder} if c.encoder else dict(bench.text_encoder_spec),
                         arch=bench.arch.name, num_classes=data["k"], n_params=bench.layout.n_params,
                         n_body=norm.body_mean.numel(), row_dim=norm.row_mean.numel(), n_zoo=n,
                         denoiser_params=net.num_params())
@@ -428,7 +442,7 @@ class Tina(Method):
     def encode_prompts(self, texts: list[list[str]]) -> Tensor:
         """Class texts -> raw embeddings [n_tasks, K, D] with the encoder the state was fitted with."""
         state, _ = self._load()
-        encoder = self.bench.text_encoder()
+        encoder = self.text_encoder(state)
         if encoder.name != state["encoder"]:
             raise ValueError(f"tina was fitted with text encoder {state['encoder']!r}; this benchmark's encoder is "
                              f"{encoder.name!r}: generate with the same encoder (config key `encoder`)")

@@ -178,7 +178,6 @@ class TinaNet(nn.Module):
         # 3. timestep, positions, transformer
         self.time = FrequencyEmbedding(cfg.time_freqs)
         self.time_proj = nn.Linear(self.time.dim, w)
-        self.n_text = n_text
         self.pos_emb = nn.Parameter(torch.zeros(n_tok + n_text + 1, w))  # zero-init, learned (official)
         self.ln_in = nn.LayerNorm(w)  # after encoding (official)
         self.drop = nn.Dropout(cfg.dropout)
@@ -204,7 +203,7 @@ class TinaNet(nn.Module):
         return sum(p.numel() for p in self.parameters()) - unused
 
     def token_sizes(self) -> list[int]:
-        """Sizes of the parameter tokens in sequence order (rows mode: body chunks, then one per row)."""
+        """Sizes of the parameter-chunk tokens in sequence order ("rows": the body's; K row tokens follow)."""
         return [t.size for t in self.tokens]
 
     def forward(self, body: Tensor, rows: Tensor, text: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:

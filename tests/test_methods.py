@@ -10,6 +10,7 @@ from methods.registry import available, build_method
 # Small settings so every method fits in seconds on the tiny bench (defaults are the paper's scale).
 TINY_OPTIONS = {
     "taper": {"expert_epochs": 1, "mixer_epochs": 1, "mixer_steps_per_task": 1},
+    "tina": {"width": 32, "depth": 2, "heads": 2, "steps": 10, "sample_steps": 5},
 }
 
 

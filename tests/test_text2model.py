@@ -73,6 +73,19 @@ def test_errors(tiny, fitted, tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_image_prompt_through_clip(tiny, tmp_path):
+    """Plumbing only: CLIP's real architecture with random weights (no weights can be downloaded here)."""
+    bench = dataclasses.replace(tiny.bench, encoder_cache=tmp_path / "cache",
+                                text_encoder_spec={"name": "clip", "options": {"pretrained": None}})
+    Tina(dict(width=32, depth=1, heads=4, steps=2)).setup(bench, tmp_path / "tina").fit(bench, tmp_path / "tina")
+    images = write_pngs(tiny, tmp_path, 2)
+    out = generate_pmodel(tmp_path / "tina", bench, [], tmp_path / "pm.pt", image_prompt=images,
+                          options={"sample_steps": 5})
+    d = artifacts.load_torch(out)
+    assert d["classes"] == ["img0", "img1"] and "images (img0.png, img1.png)" in d["model_card"]
+    assert len(classify(out, images)) == 2
+
+
 def test_cli_prompt_and_classify(tiny, fitted, tmp_path, capsys, caplog):
     from benchmarks.cli import main
     bench, workdir, generic = fitted

@@ -112,7 +112,7 @@ def test_permutation_aug_keeps_each_pmodel_function(tiny):
     for a, b in zip(theta, permuted):
         out = [torch.func.functional_call(model, layout.unflatten(v), (x,)) for v in (a, b)]
         assert torch.allclose(out[0], out[1], atol=1e-5)
-    with pytest.raises(ValueError, match="conv body"):
+    with pytest.raises(ValueError, match="plain conv layers"):
         permute_neurons(torch.zeros(1, 650), get_arch("resnet20-head").layout(10), torch.Generator())
 
 

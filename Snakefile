@@ -20,3 +20,5 @@ rule all:
     input:
         "reports/table1.md",
         "reports/zoo.md",
+        "reports/variants.md",
+        expand("reports/efficiency-{dataset}-{arch}.md", dataset=DATASETS, arch=ARCHS),

@@ -229,6 +229,29 @@ def _generate_pmodel(args) -> None:
     log.info("generated a p-Model with tina -> %s", out)
 
 
+def cmd_efficiency(args) -> None:
+    """Seconds per personalized model, all in this one process: fine-tuning and each fitted method."""
+    from benchmarks import artifacts
+    from benchmarks.config import FinetuneConfig
+    from benchmarks.datasets import ImageData
+    from benchmarks.efficiency import time_finetune, time_generate, write_efficiency
+    from benchmarks.tasks import get_split, load_tasks
+    from methods.base import Tasks
+    from methods.registry import build_method
+    device = _setup(args)
+    records = get_split(load_tasks(args.tasks), args.split)
+    bench = _bench(args, device)
+    rows = [time_finetune(bench.generic, ImageData.load(args.images), records[:args.n_finetune],
+                          _train_cfg(args, FinetuneConfig), seed=args.seed, device=device, arch=bench.arch,
+                          features=_features(args.features, "train"))]
+    tasks = Tasks.from_records(records)
+    for spec in args.methods:
+        method = build_method(spec["method"], spec.get("options", {})).setup(bench, spec["workdir"])
+        rows += time_generate(spec["label"], method, tasks, args.n_single)
+    write_efficiency(rows, args.out, header=f"Split `{args.split}`, {len(tasks)} tasks; "
+                     f"{artifacts.provenance()['hardware']}; commit `{artifacts.git_commit()}`.")
+
+
 def cmd_classify(args) -> None:
     from benchmarks.text2model import classify
     for path, name, prob in classify(args.pmodel, args.images, device=_setup(args)):
@@ -278,7 +301,8 @@ def cmd_oracle(args) -> None:
 
 def cmd_report(args) -> None:
     from benchmarks.report import write_table1
-    write_table1(args.results, args.out, config=args.config, stage_times=args.benchmarks)
+    write_table1(args.results, args.out, config=args.config, stage_times=args.benchmarks,
+                 **({"title": args.title} if args.title else {}))
 
 
 def cmd_zoo_report(args) -> None:
@@ -419,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+", help="CSV files data/<dataset>/<arch>/results/<method>/<split>.csv")
     p.add_argument("--config", required=True, help="the config YAML the run used")
     p.add_argument("--benchmarks", nargs="*", default=[], help="snakemake benchmark TSVs for stage times")
+    p.add_argument("--title", default=None, help="report title (default: Table 1)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
 
@@ -429,6 +454,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_zoo_report)
+
+    p = sub.add_parser("efficiency", help="seconds per personalized model: fine-tuning vs fitted methods")
+    for flag in ("--images", "--generic", "--zoo", "--tasks"):
+        p.add_argument(flag, required=True)
+    p.add_argument("--split", default="ood")
+    p.add_argument("--features", default=None)
+    p.add_argument("--encoder-cache", default=None)
+    p.add_argument("--encoder", type=_json, default={"name": "minilm"})
+    p.add_argument("--arch", default=None, choices=sorted(PMODELS))
+    p.add_argument("--methods", type=json.loads, required=True,
+                   help='JSON list of {"label", "method", "options", "workdir"} of fitted methods')
+    p.add_argument("--n-single", type=int, default=5, help="tasks generated one call each")
+    p.add_argument("--n-finetune", type=int, default=3, help="tasks fine-tuned from the generic model")
+    p.add_argument("--out", required=True)
+    _add_train(p, FinetuneConfig)
+    _add_common(p)
+    p.set_defaults(func=cmd_efficiency)
 
     p = sub.add_parser("methods", help="list registered methods")
     p.set_defaults(func=cmd_methods)

@@ -77,7 +77,8 @@ def _stage_times(paths: list[str]) -> pd.DataFrame:
         .rename(columns={"total_seconds": "total seconds"})
 
 
-def write_table1(results: list[str], out: str, *, config: str, stage_times: list[str] = ()) -> pd.DataFrame:
+def write_table1(results: list[str], out: str, *, config: str, stage_times: list[str] = (),
+                 title: str = "Table 1: personalization accuracy (p-Acc, %)") -> pd.DataFrame:
     df = load_results(results)
     summary = summary_table(df)
     summary["cell"] = summary.apply(_cell, axis=1)
@@ -85,12 +86,12 @@ def write_table1(results: list[str], out: str, *, config: str, stage_times: list
     wide = summary.pivot(index="method", columns="column", values="cell").fillna("–")
     order = [m for m in ["generic", "classifier-selection", "classifier-selection-slice", "taper", "retrieval",
                          "tina", "cond-pdiff", "oracle"] if m in wide.index]
-    wide = wide.loc[order + [m for m in wide.index if m not in order]]
+    wide = wide.loc[order + sorted(m for m in wide.index if m not in order)]
     paired_rows = summary.dropna(subset=["vs_cs"]) if "vs_cs" in summary else summary.iloc[:0]
     cfg = yaml.safe_load(Path(config).read_text())
     prov = artifacts.provenance(cfg)
     lines = [
-        "# Table 1: personalization accuracy (p-Acc, %)", "",
+        f"# {title}", "",
         "Mean ± 95% CI over tasks (n tasks) on each task's test images; `[paper x]` is Tina's Table 1.",
         "ID = tasks in the zoo the generators trained on; OOD = class sets never in the zoo.",
         "`classifier-selection` is the paper's rule (other rows zeroed, answers among all classes);",

@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 from snakemake.utils import validate
 
@@ -106,3 +107,23 @@ def train_flags(section):
         else:
             flags.append(f"--{name} {value}")
     return " ".join(flags)
+
+
+EFFICIENCY = config.get("report", {}).get("efficiency", {})
+
+
+def efficiency_methods(wildcards):
+    """JSON list of the fitted methods (labels or variants) timed by the efficiency report."""
+    specs = []
+    for label in EFFICIENCY.get("methods", []):
+        w = SimpleNamespace(dataset=wildcards.dataset, arch=wildcards.arch, method=label)
+        name, options = method_options(w)
+        specs.append({"label": label, "method": name, "options": json.loads(options), "workdir": method_state(w)})
+    return json.dumps(specs)
+
+
+def efficiency_fits(wildcards):
+    return [
+        method_fit(SimpleNamespace(dataset=wildcards.dataset, arch=wildcards.arch, method=m))
+        for m in EFFICIENCY.get("methods", [])
+    ]

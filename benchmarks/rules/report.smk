@@ -41,3 +41,59 @@ rule zoo_report:
     shell:
         "nndiff zoo-report --generic {input.generic} --zoo {input.zoo} --accuracy {input.accuracy}"
         " --config {params.config} --out {output} > {log} 2>&1"
+
+
+rule efficiency:
+    input:
+        images="data/{dataset}/images.pt",
+        generic=generic_path,
+        zoo="data/{dataset}/{arch}/finetuned/zoo.pt",
+        tasks="data/{dataset}/tasks.json",
+        fitted=efficiency_fits,
+        features=features_input,
+    output:
+        "reports/efficiency-{dataset}-{arch}.md",
+    log:
+        "data/logs/report/efficiency-{dataset}-{arch}.log",
+    benchmark:
+        "data/benchmarks/report/efficiency-{dataset}-{arch}.tsv"
+    conda:
+        "../../envs/nndiff.yaml"
+    params:
+        methods=efficiency_methods,
+        flags=train_flags("finetune"),
+        encoder=ENCODER,
+        features=features_flag,
+        device=DEVICE,
+        seed=config["seed"],
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        gpu=GPU,
+    shell:
+        "nndiff efficiency --images {input.images} --generic {input.generic} --zoo {input.zoo}"
+        " --tasks {input.tasks} --split ood --arch {wildcards.arch} {params.features}"
+        " --encoder-cache data/cache/encoders --encoder '{params.encoder}' --methods '{params.methods}'"
+        " {params.flags} --seed {params.seed} --device {params.device} --threads {threads} --out {output}"
+        " > {log} 2>&1"
+
+
+rule variants:
+    input:
+        lambda w: results(methods=[*METHODS, *VARIANTS], splits=["ood"]),
+    output:
+        "reports/variants.md",
+    log:
+        "data/logs/report/variants.log",
+    benchmark:
+        "data/benchmarks/report/variants.tsv"
+    conda:
+        "../../envs/nndiff.yaml"
+    params:
+        config=workflow.configfiles[-1] if workflow.configfiles else "benchmarks/configs/cpu.yaml",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "nndiff report {input} --config {params.config} --title 'Variants on OOD tasks (samplers, steps)'"
+        " --out {output} > {log} 2>&1"

@@ -248,8 +248,9 @@ def cmd_efficiency(args) -> None:
     for spec in args.methods:
         method = build_method(spec["method"], spec.get("options", {})).setup(bench, spec["workdir"])
         rows += time_generate(spec["label"], method, tasks, args.n_single)
-    write_efficiency(rows, args.out, header=f"Split `{args.split}`, {len(tasks)} tasks; "
-                     f"{artifacts.provenance()['hardware']}; commit `{artifacts.git_commit()}`.")
+    prov = artifacts.provenance()
+    write_efficiency(rows, args.out, header=f"Split `{args.split}`, {len(tasks)} tasks, seed {args.seed}; "
+                     f"{prov['hardware']}; commit `{prov['commit']}`.")
 
 
 def cmd_classify(args) -> None:

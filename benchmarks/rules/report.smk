@@ -1,6 +1,6 @@
 rule table1:
     input:
-        results(),
+        results(methods=[*METHODS, *ORACLE]),
     output:
         md="reports/table1.md",
         csv="reports/table1.csv",

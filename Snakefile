@@ -22,3 +22,4 @@ rule all:
         "reports/zoo.md",
         "reports/variants.md",
         expand("reports/efficiency-{dataset}-{arch}.md", dataset=DATASETS, arch=ARCHS),
+        [diagnostics() if "tina" in METHODS and "classifier-selection-slice" in METHODS else []],

@@ -253,6 +253,29 @@ def cmd_efficiency(args) -> None:
                      f"{prov['hardware']}; commit `{prov['commit']}`.")
 
 
+def cmd_diagnose(args) -> None:
+    from benchmarks import artifacts
+    from benchmarks.datasets import ImageData
+    from benchmarks.diagnostics import swap_table
+    from benchmarks.tasks import get_split, load_tasks
+    from benchmarks.train import Generic
+    data, generic = ImageData.load(args.images), Generic.load(args.generic)
+    arch = _arch(args, generic)
+    gen, base = artifacts.load_torch(args.generated), artifacts.load_torch(args.baseline)
+    if gen["task_ids"] != base["task_ids"] or base.get("output_space", "task") != "task":
+        raise ValueError("--baseline must be task-space vectors (classifier-selection-slice) of the same tasks")
+    by_id = {t["id"]: t for t in get_split(load_tasks(args.tasks), args.split)}
+    tasks = [by_id[t] for t in gen["task_ids"]]
+    table = swap_table(generic, data.test_x, data.test_y, tasks, arch.layout(len(tasks[0]["classes"])), gen["theta"],
+                       base["theta"], arch=arch, features=_features(args.features, "test"))
+    prov = artifacts.provenance()
+    artifacts.write_text("\n".join([
+        f"# Swap diagnostic: {gen.get('method', '?')} vs classifier selection ({args.split} tasks)", "",
+        "Body = every layer before the classifier; head = the classifier rows. Same tasks in every row.", "",
+        table.to_markdown(index=False, floatfmt=".2f"), "", f"Commit `{prov['commit']}`; {prov['hardware']}.", ""]),
+        args.out)
+
+
 def cmd_classify(args) -> None:
     from benchmarks.text2model import classify
     for path, name, prob in classify(args.pmodel, args.images, device=_setup(args)):
@@ -472,6 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(p, FinetuneConfig)
     _add_common(p)
     p.set_defaults(func=cmd_efficiency)
+
+    p = sub.add_parser("diagnose", help="swap body/head of generated p-Models with classifier selection")
+    for flag in ("--images", "--generic", "--tasks", "--split", "--out"):
+        p.add_argument(flag, required=True)
+    p.add_argument("--generated", required=True, help="generated vectors of the method")
+    p.add_argument("--baseline", required=True, help="classifier-selection-slice vectors of the same split")
+    p.add_argument("--features", default=None)
+    p.add_argument("--arch", default=None, choices=sorted(PMODELS))
+    p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("methods", help="list registered methods")
     p.set_defaults(func=cmd_methods)

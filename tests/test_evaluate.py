@@ -54,3 +54,16 @@ def test_summary_and_paired():
     assert s["n"] == 4 and s["mean"] == 65 and s["ci95"] > 0
     d = paired(a, b)
     assert d["mean"] == pytest.approx(1.0) and d["ci95"] == pytest.approx(0.0)
+
+
+def test_swap_diagnostic_combines_body_and_head(tiny):
+    from benchmarks.diagnostics import swap_table, swaps
+    layout = tiny.bench.layout
+    a, b = torch.randn(2, layout.n_params), torch.randn(2, layout.n_params)
+    out = swaps(layout, a, b)
+    mixed = out["generated body + CS head"]
+    assert torch.equal(layout.body(mixed), layout.body(a)) and torch.equal(layout.head_rows(mixed), layout.head_rows(b))
+    tasks = get_split(tiny.tasks, "zoo")[:2]
+    theta = tiny.zoo_record["theta"][:2]
+    table = swap_table(tiny.generic, tiny.images.test_x, tiny.images.test_y, tasks, layout, theta, theta)
+    assert (table["minus CS"] == 0).all() and len(table) == 4

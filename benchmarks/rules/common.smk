@@ -127,3 +127,15 @@ def efficiency_fits(wildcards):
         method_fit(SimpleNamespace(dataset=wildcards.dataset, arch=wildcards.arch, method=m))
         for m in EFFICIENCY.get("methods", [])
     ]
+
+
+def diagnostics(method="tina"):
+    """Swap diagnostics of a generator against sliced classifier selection, per dataset, arch and split."""
+    specs = {s.label: s for s in method_specs(config)}
+    return [
+        f"reports/diagnose-{method}-{d}-{a}-{s}.md"
+        for d in DATASETS
+        for a in ARCHS
+        if specs[method].runs_on(a)
+        for s in SPLITS
+    ]

@@ -97,3 +97,30 @@ rule variants:
     shell:
         "nndiff report {input} --config {params.config} --title 'Variants on OOD tasks (samplers, steps)'"
         " --out {output} > {log} 2>&1"
+
+
+rule diagnose:
+    input:
+        images="data/{dataset}/images.pt",
+        generic=generic_path,
+        tasks="data/{dataset}/tasks.json",
+        generated="data/{dataset}/{arch}/methods/{method}/generated/{split}.pt",
+        baseline="data/{dataset}/{arch}/methods/classifier-selection-slice/generated/{split}.pt",
+        features=features_input,
+    output:
+        "reports/diagnose-{method}-{dataset}-{arch}-{split}.md",
+    log:
+        "data/logs/report/diagnose-{method}-{dataset}-{arch}-{split}.log",
+    benchmark:
+        "data/benchmarks/report/diagnose-{method}-{dataset}-{arch}-{split}.tsv"
+    conda:
+        "../../envs/nndiff.yaml"
+    params:
+        features=features_flag,
+    threads: 1
+    resources:
+        mem_mb=4000,
+    shell:
+        "nndiff diagnose --images {input.images} --generic {input.generic} --arch {wildcards.arch}"
+        " --tasks {input.tasks} --split {wildcards.split} --generated {input.generated}"
+        " --baseline {input.baseline} {params.features} --out {output} > {log} 2>&1"

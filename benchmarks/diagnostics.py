@@ -1,0 +1,33 @@
+"""Which part of a generated p-Model fails? Swap its body and head with classifier selection (FINDINGS 2).
+
+Across a zoo the conv layers barely move while the classifier rows carry the task, so a generator can be
+right in one part and wrong in the other. Evaluating generated-body + CS-head and CS-body + generated-head
+on the same tasks tells at once which part to blame.
+"""
+from __future__ import annotations
+
+import pandas as pd
+from torch import Tensor
+
+from benchmarks.evaluate import evaluate, paired, summarize
+from benchmarks.pmodels import Layout
+
+
+def swaps(layout: Layout, generated: Tensor, baseline: Tensor) -> dict[str, Tensor]:
+    """The four combinations of (body, head) from the generated and the baseline vectors, [n_tasks, n_params]."""
+    gb, bb = layout.body(generated), layout.body(baseline)
+    gh, bh = layout.head_rows(generated), layout.head_rows(baseline)
+    return {"generated": generated, "generated body + CS head": layout.assemble(gb, bh),
+            "CS body + generated head": layout.assemble(bb, gh), "classifier selection": baseline}
+
+
+def swap_table(generic, test_x, test_y, tasks: list[dict], layout: Layout, generated: Tensor, baseline: Tensor,
+               *, arch=None, features=None) -> pd.DataFrame:
+    results = {name: evaluate(generic, test_x, test_y, tasks, theta, arch=arch, features=features, method=name)
+               for name, theta in swaps(layout, generated, baseline).items()}
+    rows = []
+    for name, df in results.items():
+        s, d = summarize(df["accuracy"]), paired(df, results["classifier selection"])
+        rows.append({"p-Model": name, "p-Acc": s["mean"], "± 95% CI": s["ci95"], "minus CS": d["mean"],
+                     "± 95% CI (paired)": d["ci95"], "n": s["n"]})
+    return pd.DataFrame(rows)

@@ -229,6 +229,12 @@ class PModelArch:
             model.fc.bias.copy_(state["fc.bias"][rows])
         return model
 
+    def initial_theta(self, state: dict[str, Tensor], class_idx: list[int] | None = None) -> Tensor:
+        """Flat personalized parameters of `from_generic(state, class_idx)`: where fine-tuning starts
+        (classifier selection; for a LoRA arch the adapters start at B = 0)."""
+        model = self.from_generic(state, class_idx)
+        return self.layout(model.fc.out_features).flatten(dict(model.named_parameters()))
+
 
 def _clip_vit(num_classes: int) -> nn.Module:
     return ClipViTHead(num_classes)

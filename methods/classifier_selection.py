@@ -29,15 +29,16 @@ class ClassifierSelection(Method):
         self.output_space = "all" if self.config.rule == "mask" else "task"
 
     def fit(self, bench: Bench, workdir: Path) -> None:
-        self.save_state(theta=bench.generic.flat(), classes=bench.class_names)
+        # The |Y|-way start of a p-Model in the arch's layout (for a LoRA arch: adapters at B = 0).
+        self.save_state(theta=bench.arch.initial_theta(bench.generic.state), classes=bench.class_names)
 
     def generate(self, tasks: Tasks) -> Tensor:
-        state = self.load_state()
-        rows = tasks.class_indices(state["classes"])  # [n_tasks, K]
-        full = self.bench.generic.layout
+        theta, classes = self.state["theta"], self.state["classes"]
+        rows = tasks.class_indices(classes)  # [n_tasks, K]
+        full = self.bench.arch.layout(len(classes))
         if self.config.rule == "slice":
-            return full.take_rows(state["theta"], rows)  # [n_tasks, n_params(K)]
-        keep = torch.zeros(len(tasks), len(state["classes"]), dtype=torch.bool)
+            return full.take_rows(theta, rows)  # [n_tasks, n_params(K)]
+        keep = torch.zeros(len(tasks), len(classes), dtype=torch.bool)
         keep.scatter_(1, rows, True)
-        head = full.head_rows(state["theta"]).expand(len(tasks), -1, -1) * keep.unsqueeze(-1)  # zero other rows
-        return full.assemble(full.body(state["theta"]).expand(len(tasks), -1), head)  # [n_tasks, n_params(|Y|)]
+        head = full.head_rows(theta).expand(len(tasks), -1, -1) * keep.unsqueeze(-1)  # zero other rows
+        return full.assemble(full.body(theta).expand(len(tasks), -1), head)  # [n_tasks, n_params(|Y|)]

@@ -21,9 +21,8 @@ class Generic(Method):
 
     def fit(self, bench: Bench, workdir: Path) -> None:
         # Nothing to learn; keep what generate() needs so it also runs in a fresh process.
-        self.save_state(theta=bench.generic.flat(), classes=bench.class_names)
+        self.save_state(theta=bench.arch.initial_theta(bench.generic.state), classes=bench.class_names)
 
     def generate(self, tasks: Tasks) -> Tensor:
-        state = self.load_state()
-        tasks.class_indices(state["classes"])  # an unknown class name fails here, listing it
-        return state["theta"].expand(len(tasks), -1).clone()  # [n_tasks, n_params(|Y|)]
+        tasks.class_indices(self.state["classes"])  # an unknown class name fails here, listing it
+        return self.state["theta"].expand(len(tasks), -1).clone()  # [n_tasks, n_params(|Y|)]

@@ -11,6 +11,9 @@ from methods.registry import available, build_method
 TINY_OPTIONS = {
     "taper": {"expert_epochs": 1, "mixer_epochs": 1, "mixer_steps_per_task": 1},
     "tina": {"width": 32, "depth": 2, "heads": 2, "steps": 10, "sample_steps": 5},
+    "cond-pdiff": {"ae_steps": 20, "diffusion_steps": 10, "fold": 4, "ae_layers": 2, "ae_width": 8, "unet_width": 16,
+                   "emb_dim": 32, "batch_size": 8, "sample_steps": 4, "n_candidates": 2, "select_shots": 3,
+                   "fewshot_pool": 8, "checkpoint_every": 0},
 }
 
 
@@ -59,3 +62,23 @@ def test_generate_before_fit_says_so(tiny, tmp_path):
     m = build_method("generic").setup(tiny.bench, tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="fit"):
         m.generate(Tasks(["t"], [tiny.bench.class_names[:4]]))
+
+
+def test_classifier_selection_in_a_lora_layout(tiny, tmp_path):
+    """Under a LoRA arch, CS is the LoRA p-Model at its start (B = 0): same outputs as the plain CNN's CS."""
+    import dataclasses
+
+    from benchmarks.pmodels import get_arch
+    lora = get_arch("cnn-5k-lora")
+    bench = dataclasses.replace(tiny.bench, arch=lora)
+    tasks_rec = get_split(tiny.tasks, "ood")
+    tasks = Tasks.from_records(tasks_rec)
+    accs = []
+    for b in (tiny.bench, bench):
+        m = build_method("classifier-selection", {"rule": "slice"}).setup(b, tmp_path / b.arch.name)
+        m.fit(b, tmp_path / b.arch.name)
+        theta = m.generate(tasks)
+        assert theta.shape == (len(tasks), b.arch.layout(4).n_params)
+        accs.append(evaluate(tiny.generic, tiny.images.test_x, tiny.images.test_y, tasks_rec, theta,
+                             arch=b.arch)["accuracy"])
+    assert (accs[0] == accs[1]).all()

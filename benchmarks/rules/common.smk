@@ -84,15 +84,21 @@ def finetuned_split(wildcards):
 
 def results(datasets=DATASETS, archs=ARCHS, methods=EVALUATED, splits=SPLITS):
     """Result CSVs of every (dataset, arch, method, split) asked for; a method's `archs` option limits it."""
-    specs = {s.label: s for s in method_specs(config)}
     return [
         f"data/{d}/{a}/results/{m}/{s}.csv"
         for d in datasets
         for a in archs
         for m in methods
-        if m not in specs or specs[m].runs_on(a)
+        if runs_on(m, a)
         for s in splits
     ]
+
+
+def runs_on(label, arch):
+    """Whether a method label (or a variant of one; the oracle always) runs on an arch."""
+    specs = {s.label: s for s in method_specs(config)}
+    spec = specs.get(VARIANTS.get(label, {}).get("of", label))
+    return spec is None or spec.runs_on(arch)
 
 
 def train_flags(section):
@@ -115,7 +121,7 @@ EFFICIENCY = config.get("report", {}).get("efficiency", {})
 def efficiency_methods(wildcards):
     """JSON list of the fitted methods (labels or variants) timed by the efficiency report."""
     specs = []
-    for label in EFFICIENCY.get("methods", []):
+    for label in [m for m in EFFICIENCY.get("methods", []) if runs_on(m, wildcards.arch)]:
         w = SimpleNamespace(dataset=wildcards.dataset, arch=wildcards.arch, method=label)
         name, options = method_options(w)
         specs.append({"label": label, "method": name, "options": json.loads(options), "workdir": method_state(w)})
@@ -126,16 +132,16 @@ def efficiency_fits(wildcards):
     return [
         method_fit(SimpleNamespace(dataset=wildcards.dataset, arch=wildcards.arch, method=m))
         for m in EFFICIENCY.get("methods", [])
+        if runs_on(m, wildcards.arch)
     ]
 
 
 def diagnostics(method="tina"):
     """Swap diagnostics of a generator against sliced classifier selection, per dataset, arch and split."""
-    specs = {s.label: s for s in method_specs(config)}
     return [
         f"reports/diagnose-{method}-{d}-{a}-{s}.md"
         for d in DATASETS
         for a in ARCHS
-        if specs[method].runs_on(a)
+        if runs_on(method, a)
         for s in SPLITS
     ]

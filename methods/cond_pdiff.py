@@ -467,20 +467,23 @@ class CondPDiff(Method):
 
         n = len(zoo)
         # 2. autoencoder: MSE(w, D(E(w + xi_w) + xi_z)) (eq. 6-7)
+        def update(net, opt, loss, name: str, step: int, total: int, bar) -> None:
+            """One clipped optimizer step, logged; a resumable checkpoint every `checkpoint_every` steps."""
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), c.grad_clip)
+            opt.step()
+            self._log(name, step, loss.item(), bar)
+            if c.checkpoint_every and (step + 1) % c.checkpoint_every == 0 and step + 1 < total:
+                checkpoint(name, step + 1)
+
         if phase == "ae":
             ae.train()
             bar = tqdm(range(step, c.ae_steps), desc="cond-pdiff AE", initial=step, total=c.ae_steps)
             for step in bar:
                 idx = torch.randint(0, n, (c.batch_size,), generator=gen)
                 w = x_all[idx.to(dev)]
-                loss = F.mse_loss(ae(w, gen), w)
-                ae_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(ae.parameters(), c.grad_clip)
-                ae_opt.step()
-                self._log("ae", step, loss.item(), bar)
-                if c.checkpoint_every and (step + 1) % c.checkpoint_every == 0 and step + 1 < c.ae_steps:
-                    checkpoint("ae", step + 1)
+                update(ae, ae_opt, F.mse_loss(ae(w, gen), w), "ae", step, c.ae_steps, bar)
             phase, step = "diffusion", 0
             if c.checkpoint_every:
                 checkpoint(phase, step)
@@ -512,14 +515,7 @@ class CondPDiff(Method):
             z0 = z_all[idx.to(dev)]
             zt, t, eps = noised(scheduler, z0, gen)
             pred = den(zt, t, cond.to(dev), None if tokens is None else tokens.to(dev))
-            loss = F.mse_loss(pred, eps)
-            den_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(den.parameters(), c.grad_clip)
-            den_opt.step()
-            self._log("diffusion", step, loss.item(), bar)
-            if c.checkpoint_every and (step + 1) % c.checkpoint_every == 0 and step + 1 < c.diffusion_steps:
-                checkpoint("diffusion", step + 1)
+            update(den, den_opt, F.mse_loss(pred, eps), "diffusion", step, c.diffusion_steps, bar)
         den.eval()
 
         # 4. everything generate() needs, also in a fresh process

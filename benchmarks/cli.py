@@ -233,7 +233,6 @@ def cmd_efficiency(args) -> None:
     """Seconds per personalized model, all in this one process: fine-tuning and each fitted method."""
     from benchmarks import artifacts
     from benchmarks.config import FinetuneConfig
-    from benchmarks.datasets import ImageData
     from benchmarks.efficiency import time_finetune, time_generate, write_efficiency
     from benchmarks.tasks import get_split, load_tasks
     from methods.base import Tasks
@@ -241,9 +240,9 @@ def cmd_efficiency(args) -> None:
     device = _setup(args)
     records = get_split(load_tasks(args.tasks), args.split)
     bench = _bench(args, device)
-    rows = [time_finetune(bench.generic, ImageData.load(args.images), records[:args.n_finetune],
+    rows = [time_finetune(bench.generic, bench.train_x, bench.train_y, records[:args.n_finetune],
                           _train_cfg(args, FinetuneConfig), seed=args.seed, device=device, arch=bench.arch,
-                          features=_features(args.features, "train"))]
+                          features=bench.train_features)]
     tasks = Tasks.from_records(records)
     for spec in args.methods:
         method = build_method(spec["method"], spec.get("options", {})).setup(bench, spec["workdir"])
@@ -255,7 +254,6 @@ def cmd_efficiency(args) -> None:
 
 def cmd_diagnose(args) -> None:
     from benchmarks import artifacts
-    from benchmarks.datasets import ImageData
     from benchmarks.diagnostics import swap_table
     from benchmarks.tasks import get_split, load_tasks
     from benchmarks.train import Generic

@@ -31,12 +31,12 @@ class Timed:
         return self.seconds / self.n_models
 
 
-def time_finetune(generic, images, tasks: list[dict], cfg: FinetuneConfig, *, seed: int, device, arch=None,
-                  features=None) -> Timed:
+def time_finetune(generic, train_x, train_y, tasks: list[dict], cfg: FinetuneConfig, *, seed: int, device,
+                  arch=None, features=None) -> Timed:
     index = {c: i for i, c in enumerate(generic.classes)}
     start = time.perf_counter()
     for t in tasks:
-        finetune_task(generic, images.train_x, images.train_y, [index[c] for c in t["classes"]], cfg,
+        finetune_task(generic, train_x, train_y, [index[c] for c in t["classes"]], cfg,
                       seed=derive_seed(seed, "finetune", t["id"]), device=device, arch=arch, features=features)
     return Timed("fine-tune", "single", len(tasks), time.perf_counter() - start)
 

@@ -22,4 +22,5 @@ rule all:
         "reports/zoo.md",
         "reports/variants.md",
         expand("reports/efficiency-{dataset}-{arch}.md", dataset=DATASETS, arch=ARCHS),
+        expand("reports/{name}_ablation.md", name=ABLATIONS),
         [diagnostics() if "tina" in METHODS and "classifier-selection-slice" in METHODS else []],

@@ -335,6 +335,11 @@ def cmd_zoo_report(args) -> None:
     write_zoo_report(entries, args.out, config=args.config)
 
 
+def cmd_ablation_report(args) -> None:
+    from benchmarks.report import write_ablation
+    write_ablation(args.results, args.out, config=args.config, name=args.name)
+
+
 def cmd_methods(args) -> None:
     from methods.registry import available
     for name, target in sorted(available().items()):
@@ -476,6 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_zoo_report)
+
+    p = sub.add_parser("ablation-report", help="an `ablations:` entry of the config -> reports/<name>_ablation.md")
+    p.add_argument("results", nargs="+", help="per-task CSVs of the ablation's rows and its base")
+    p.add_argument("--name", required=True, help="the ablation's key in the config's `ablations:`")
+    p.add_argument("--config", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_ablation_report)
 
     p = sub.add_parser("efficiency", help="seconds per personalized model: fine-tuning vs fitted methods")
     for flag in ("--images", "--generic", "--zoo", "--tasks"):

@@ -152,3 +152,44 @@ def write_zoo_report(entries: list[dict], out: str, *, config: str) -> pd.DataFr
              f"`{prov['commit']}`, {prov['hardware']}. stage1 `{cfg.get('stage1')}`, finetune `{cfg.get('finetune')}`.", ""]
     artifacts.write_text("\n".join(lines), out)
     return df
+
+
+def write_ablation(results: list[str], out: str, *, config: str, name: str) -> pd.DataFrame:
+    """reports/<name>_ablation.md: one row per ablation setting (a separately fitted method label), ID and OOD
+    mean ± CI, and the paired difference to the ablation's base row on the same tasks."""
+    cfg = yaml.safe_load(Path(config).read_text())
+    spec = (cfg.get("ablations") or {}).get(name)
+    if spec is None:
+        raise ValueError(f"ablation {name!r} is not in {config}; configured: {list(cfg.get('ablations') or {})}")
+    df = load_results(results)
+    base = spec["base"]
+    settings = [(base, {"factor": "base", "options": {}}), *spec["rows"].items()]
+    lines_rows = []
+    for label, row in settings:
+        entry = {"factor": row["factor"], "label": f"`{label}`",
+                 "options": ", ".join(f"{k}={v}" for k, v in row.get("options", {}).items()) or "(base)"}
+        for split in spec.get("splits", ["id", "ood"]):
+            g = df[(df.method == label) & (df.split == split)]
+            b = df[(df.method == base) & (df.split == split)]
+            if not len(g):
+                entry[split.upper()], entry[f"Δ {split.upper()}"] = "n/a", ""
+                continue
+            s = summarize(g["accuracy"])
+            entry[split.upper()] = f"{s['mean']:.2f} ± {s['ci95']:.2f} (n={s['n']})"
+            d = paired(g, b) if label != base and len(b) else None
+            entry[f"Δ {split.upper()}"] = f"{d['mean']:+.2f} ± {d['ci95']:.2f}" if d else ""
+        lines_rows.append(entry)
+    table = pd.DataFrame(lines_rows)
+    prov = artifacts.provenance(cfg)
+    base_opts = (cfg.get("methods") or {}).get(base) or {}
+    lines = [f"# {spec.get('title', name + ' ablation')}", "",
+             f"Dataset `{spec['dataset']}`, arch `{spec['arch']}`. Every row is its own fit: the base method "
+             f"`{base}` with the row's options changed. Mean ± 95% CI over tasks; Δ = row minus base on the same "
+             "tasks (paired). `n/a`: the setting cannot produce that split (e.g. an ID-only oracle on OOD tasks).", "",
+             table.to_markdown(index=False), "",
+             f"Base options: `{base_opts}`.", "",
+             *([spec["note"].strip(), ""] if spec.get("note") else []),
+             f"Profile `{cfg.get('profile')}` (config `{config}`, hash `{prov['config_hash']}`), seed {cfg.get('seed')}, "
+             f"commit `{prov['commit']}`, {prov['hardware']}.", ""]
+    artifacts.write_text("\n".join(lines), out)
+    return table

@@ -178,3 +178,31 @@ def test_generate_in_a_fresh_process(tiny, lora_bench, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = torch.load(tmp_path / "ood.pt", weights_only=True)
     assert torch.equal(out["theta"], expected)
+
+
+def test_layers_left_out_come_from_classifier_selection(tiny, lora_bench, tmp_path):
+    m = _fit(lora_bench, tmp_path, condition="one-hot", select="first", layers=["fc"])
+    tasks = _tasks(tiny)
+    theta = m.generate(tasks)
+    layout = lora_bench.layout
+    full = lora_bench.arch.layout(len(lora_bench.class_names))
+    cs = full.take_rows(lora_bench.arch.initial_theta(lora_bench.generic.state),
+                        tasks.class_indices(lora_bench.class_names))
+    head = torch.zeros(layout.n_params, dtype=torch.bool)
+    for s in layout.segments:
+        head[s.offset:s.stop] = s.name.startswith("fc.")
+    assert torch.allclose(theta[:, ~head], cs[:, ~head], atol=1e-5)  # adapters: B = 0 as classifier selection
+    assert not torch.allclose(theta[:, head], cs[:, head])  # the head is generated
+    assert m.load_state()["mask"].sum() == head.sum()
+    with pytest.raises(ValueError, match=r"layers \['conv9'\].*'conv1', 'conv2', 'fc'"):
+        _fit(lora_bench, tmp_path / "bad", layers=["conv9"])
+
+
+def test_zoo_size_fits_on_a_prefix_of_the_zoo(lora_bench, tmp_path):
+    m = _fit(lora_bench, tmp_path, condition="one-hot", zoo_size=4, ae_steps=2, diffusion_steps=1)
+    seg = lora_bench.layout.segments[-1]  # per-layer statistics come from the first 4 p-Models only
+    mean = m.load_state()["norm"]["mean"][seg.offset]
+    assert torch.isclose(mean, lora_bench.zoo.theta[:4, seg.offset:seg.stop].float().mean())
+    assert not torch.isclose(mean, lora_bench.zoo.theta[:, seg.offset:seg.stop].float().mean())
+    with pytest.raises(ValueError, match="exceeds"):
+        _fit(lora_bench, tmp_path / "big", zoo_size=len(lora_bench.zoo) + 1)

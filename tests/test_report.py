@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.config import CONFIG_DIR
-from benchmarks.report import PAPER_TABLE1, load_results, summary_table, write_table1
+from benchmarks.report import PAPER_TABLE1, load_results, summary_table, write_ablation, write_table1
 
 
 def _results(tmp_path, methods=("classifier-selection", "tina"), offsets=(0.0, 1.0)):
@@ -45,3 +45,23 @@ def test_bad_result_path_is_rejected(tmp_path):
     p.write_text("task_id,accuracy\n")
     with pytest.raises(ValueError, match="results"):
         load_results([str(p)])
+
+
+def test_ablation_report_rows_paired_with_base_and_na_for_missing_splits(tmp_path):
+    import yaml
+    cfg = yaml.safe_load((CONFIG_DIR / "smoke.yaml").read_text())
+    cfg["ablations"] = {"x": {"dataset": "miniimagenet", "arch": "cnn-5k", "base": "classifier-selection",
+                              "rows": {"tina": {"factor": "model", "options": {"depth": 2}},
+                                       "oracle": {"factor": "model", "options": {}, "splits": ["id"]}}}}
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    paths = _results(tmp_path) + [p for p in _results(tmp_path, ("oracle",), (2.0,)) if p.endswith("id.csv")]
+    out = tmp_path / "x_ablation.md"
+    table = write_ablation(paths, str(out), config=str(config), name="x")
+    assert list(table["label"]) == ["`classifier-selection`", "`tina`", "`oracle`"]
+    tina = table[table.label == "`tina`"].iloc[0]
+    assert tina["Δ OOD"] == "+1.00 ± 0.00" and tina["options"] == "depth=2"
+    assert table[table.label == "`oracle`"].iloc[0]["OOD"] == "n/a"
+    assert "commit" in out.read_text()
+    with pytest.raises(ValueError, match="not in"):
+        write_ablation(paths, str(out), config=str(config), name="y")

@@ -42,6 +42,25 @@ def test_dry_run_builds_the_dag(profile, tmp_path):
     assert "table1" in out.stdout and "finetune" in out.stdout
 
 
+def test_ablation_rows_are_fits_of_the_base_with_changed_options(tmp_path):
+    out = snakemake("-n", "-p", "--cores", "1", "reports/condpdiff_ablation.md", "--configfile", str(SMOKE),
+                    "--directory", str(tmp_path)).stdout
+    fits = [line for line in out.splitlines() if "nndiff fit" in line]
+    head = next(line for line in fits if "methods/cpd-head/" in line)
+    assert '"layers": ["fc"]' in head and '"ae_steps": 40' in head  # the base's options, one changed
+    assert any("methods/cond-pdiff/" in line for line in fits)  # the base row is the base label's own fit
+    assert "results/cpd-norm-task/id.csv" in out and "results/cpd-norm-task/ood.csv" not in out
+
+
+def test_ablation_with_unknown_base_fails_before_any_job(tmp_path):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["ablations"]["condpdiff"]["base"] = "cond-pdif"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    out = snakemake("-n", "--cores", "1", "reports/condpdiff_ablation.md", "--configfile", str(bad), check=False)
+    assert out.returncode != 0 and "unknown base label 'cond-pdif'" in out.stdout + out.stderr
+
+
 def test_lint_is_clean():
     out = snakemake("--lint", "--configfile", str(SMOKE), check=False)
     assert out.returncode == 0, out.stdout + out.stderr

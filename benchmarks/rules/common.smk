@@ -20,10 +20,19 @@ SHARDS = range(config["finetune"].get("shards", 4))
 ORACLE = ["oracle"] if config.get("report", {}).get("oracle", True) else []
 # Variants reuse another label's fitted state and change generate-time options only (e.g. the sampler).
 VARIANTS = config.get("variants", {})
-EVALUATED = [*METHODS, *ORACLE, *VARIANTS]
+# Ablation rows are method labels of their own (own fit): the base label's options with `options` changed.
+ABLATIONS = config.get("ablations", {})
+ABLATION_ROWS = {label: {**row, "base": ab["base"]} for ab in ABLATIONS.values() for label, row in ab["rows"].items()}
+EVALUATED = [*METHODS, *ORACLE, *VARIANTS, *ABLATION_ROWS]
 for _label, _variant in VARIANTS.items():
     if _variant["of"] not in METHODS:
         raise ValueError(f"variant {_label!r} is of unknown method label {_variant['of']!r}; labels: {METHODS}")
+for _name, _ablation in ABLATIONS.items():
+    if _ablation["base"] not in METHODS:
+        raise ValueError(f"ablation {_name!r} has unknown base label {_ablation['base']!r}; labels: {METHODS}")
+    _clash = sorted(set(_ablation["rows"]) & {*METHODS, *VARIANTS})
+    if _clash:
+        raise ValueError(f"ablation {_name!r} row labels {_clash} are already method or variant labels")
 
 
 wildcard_constraints:
@@ -32,6 +41,7 @@ wildcard_constraints:
     method="|".join(EVALUATED),
     split="[a-z0-9-]+",
     shard=r"\d+",
+    name="|".join(ABLATIONS) or "(?!)",
 
 
 ENCODER = json.dumps(config.get("encoder", {"name": "minilm"}))
@@ -62,10 +72,18 @@ def fitted_label(wildcards):
     return VARIANTS.get(wildcards.method, {}).get("of", wildcards.method)
 
 
+def base_label(label):
+    """The configured method label behind a label: itself, a variant's `of`, or an ablation row's base."""
+    if label in ABLATION_ROWS:
+        return ABLATION_ROWS[label]["base"]
+    return VARIANTS.get(label, {}).get("of", label)
+
+
 def method_options(wildcards):
-    """(registry name, options JSON): a variant's options override those of the label it is `of`."""
-    spec = next(s for s in method_specs(config) if s.label == fitted_label(wildcards))
+    """(registry name, options JSON): a variant's (or ablation row's) options override its base label's."""
+    spec = next(s for s in method_specs(config) if s.label == base_label(wildcards.method))
     extra = {k: v for k, v in VARIANTS.get(wildcards.method, {}).items() if k != "of"}
+    extra.update(ABLATION_ROWS.get(wildcards.method, {}).get("options", {}))
     return spec.method, json.dumps({**spec.options, **extra})
 
 
@@ -97,7 +115,7 @@ def results(datasets=DATASETS, archs=ARCHS, methods=EVALUATED, splits=SPLITS):
 def runs_on(label, arch):
     """Whether a method label (or a variant of one; the oracle always) runs on an arch."""
     specs = {s.label: s for s in method_specs(config)}
-    spec = specs.get(VARIANTS.get(label, {}).get("of", label))
+    spec = specs.get(base_label(label))
     return spec is None or spec.runs_on(arch)
 
 
@@ -145,3 +163,11 @@ def diagnostics(method="tina"):
         if runs_on(method, a)
         for s in SPLITS
     ]
+
+
+def ablation_results(wildcards):
+    """Result CSVs of an ablation: its base label and every row, on the splits each can produce."""
+    ab = ABLATIONS[wildcards.name]
+    splits = ab.get("splits", ["id", "ood"])
+    rows = {ab["base"]: splits, **{label: row.get("splits", splits) for label, row in ab["rows"].items()}}
+    return [f"data/{ab['dataset']}/{ab['arch']}/results/{label}/{s}.csv" for label, ss in rows.items() for s in ss]

@@ -124,3 +124,23 @@ rule diagnose:
         "nndiff diagnose --images {input.images} --generic {input.generic} --arch {wildcards.arch}"
         " --tasks {input.tasks} --split {wildcards.split} --generated {input.generated}"
         " --baseline {input.baseline} {params.features} --out {output} > {log} 2>&1"
+
+
+rule ablation:
+    input:
+        ablation_results,
+    output:
+        "reports/{name}_ablation.md",
+    log:
+        "data/logs/report/ablation-{name}.log",
+    benchmark:
+        "data/benchmarks/report/ablation-{name}.tsv"
+    conda:
+        "../../envs/nndiff.yaml"
+    params:
+        config=workflow.configfiles[-1] if workflow.configfiles else "benchmarks/configs/cpu.yaml",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "nndiff ablation-report {input} --name {wildcards.name} --config {params.config} --out {output} > {log} 2>&1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,9 +25,10 @@ def _json(text: str) -> dict:
 
 
 def _setup(args) -> torch.device:
+    from benchmarks.distributed import local_device
     from benchmarks.train import resolve_device
     torch.set_num_threads(getattr(args, "threads", 1) or 1)
-    return resolve_device(getattr(args, "device", "auto"))
+    return local_device(resolve_device(getattr(args, "device", "auto")))  # under torchrun: this rank's GPU
 
 
 def _add_common(p: argparse.ArgumentParser, seed=True, device=True) -> None:
@@ -186,6 +188,8 @@ def cmd_fit(args) -> None:
     start = time.time()
     method.setup(bench, args.workdir)
     method.fit(bench, Path(args.workdir))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes
+        return
     artifacts.write_json({"method": args.method, "options": args.options, "seconds": time.time() - start,
                           **artifacts.provenance(args.options)}, args.out or Path(args.workdir) / "fit.json")
     log.info("fitted %s in %.1fs -> %s", args.method, time.time() - start, args.workdir)

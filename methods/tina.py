@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from benchmarks import artifacts
+from benchmarks import artifacts, distributed
 from benchmarks.encoders import class_prompt, describe, load_descriptions
 from benchmarks.pmodels import Layout
 from benchmarks.train import derive_seed
@@ -319,14 +319,20 @@ class Tina(Method):
         full_text = torch.where(keep[..., None], F.pad(text, (0, 0, 0, width - k)), data["pad"])
         return body.to(device), full_rows.to(device), full_text.to(device), gen
 
-    def _train_step(self, net: TinaNet, opt: torch.optim.Optimizer, scheduler, data: dict, step: int,
-                    total: int) -> float:
-        """One AdamW step of Algorithm 1 (lines 5-14). Returns the loss."""
+    def _train_step(self, net: torch.nn.Module, opt: torch.optim.Optimizer, scheduler, data: dict, step: int,
+                    total: int, world: distributed.World = distributed.World()) -> float:
+        """One AdamW step of Algorithm 1 (lines 5-14). Returns the loss (averaged over ranks).
+
+        Under data parallelism every rank draws the same global batch and noise and keeps its share of the
+        rows; DDP averages the gradients, so N processes take the same step as one (up to float rounding)."""
         c, device = self.config, self.bench.device
         body, rows, text, gen = self._batch(data, step, device)
         torch.manual_seed(derive_seed(self.seed, "tina-dropout", step))  # dropout draws, if any
         x0 = torch.cat([body, rows.flatten(1)], dim=1)  # [B, n_body + K (d+1)]
         xt, t, _ = noised(scheduler, x0, generator=gen)  # lines 7-8: j ~ U, theta^j ~ q(theta^j | theta)
+        if world.size > 1:
+            mine = world.share(len(x0))
+            body, rows, text, x0, xt, t = body[mine], rows[mine], text[mine], x0[mine], xt[mine], t[mine]
         body_t, rows_t = xt[:, : body.shape[1]], xt[:, body.shape[1]:].view_as(rows)
         pred_body, pred_rows = net(body_t, rows_t, text, t.float() / scheduler.config.num_train_timesteps)
         if c.loss == "blocks" and body.shape[1]:  # conv body and head weighted equally (FINDINGS 3)
@@ -339,15 +345,13 @@ class Tina(Method):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), c.grad_clip)
         opt.step()
-        return loss.item()
+        return world.mean(loss.item())
 
     def fit(self, bench: Bench, workdir: Path) -> None:
         """Train the denoiser on the zoo (Algorithm 1); resumable from `workdir/checkpoint.pt`.
 
-        TODO(multi-GPU): one device only. Data parallelism (accelerate/DDP) would split each batch across
-        ranks, which changes the per-step random draws and so the exact-resume guarantee, and needs the CLI
-        started by `accelerate launch`; at the paper's scale (width 2048, ~0.6B parameters, batch 64 of
-        ~22 tokens) one 80 GB GPU holds the model, EMA and AdamW state, so it is not needed to reproduce it.
+        Data parallel when started by torchrun (benchmarks/distributed.py): `batch_size` stays the global
+        batch, split across processes, and the per-step draws are those of one process, so resuming stays exact.
         """
         if self.bench is None or self.workdir != Path(workdir):
             self.setup(bench, workdir)
@@ -365,6 +369,9 @@ class Tina(Method):
                 log.info("tina: already fitted (%d steps) in %s", total, self.workdir)
                 return
 
+        world = distributed.init(device)
+        if world.size > 1:
+            world.share(c.batch_size)  # fails early when the batch does not split evenly
         torch.manual_seed(self.seed)
         net = TinaNet(self._net_config(data["text_dim"], data["max_classes"]), bench.layout).to(device)
         ema = copy.deepcopy(net).requires_grad_(False)
@@ -387,10 +394,14 @@ class Tina(Method):
 
         scheduler = make_scheduler(DiffusionConfig(), "ddpm")  # its add_noise: q(theta^j | theta)
         net.train()
+        model = net
+        if world.size > 1:  # gradients averaged across processes; `net` stays the unwrapped module
+            from torch.nn.parallel import DistributedDataParallel
+            model = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
         tic, window = time.time(), []
-        bar = tqdm(range(start, total), desc="tina", initial=start, total=total, unit="step")
+        bar = tqdm(range(start, total), desc="tina", initial=start, total=total, unit="step", disable=not world.main)
         for step in bar:
-            window.append(self._train_step(net, opt, scheduler, data, step, total))
+            window.append(self._train_step(model, opt, scheduler, data, step, total, world))
             with torch.no_grad():  # EMA of the weights, warmed up (as diffusers' EMAModel) so the init fades
                 ema_decay = min(c.ema_decay, (1 + step) / (10 + step))
                 for pe, p in zip(ema.parameters(), net.parameters()):
@@ -401,12 +412,15 @@ class Tina(Method):
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
                 log.info("tina step %d/%d: loss %.5f", done, total, losses[-1])
                 window = []
-            if done % c.checkpoint_every == 0 and done < total:
+            if done % c.checkpoint_every == 0 and done < total and world.main:
                 artifacts.save_torch({"step": done, "total": total, "fit_options": options, "model": net.state_dict(),
                                       "ema": ema.state_dict(), "optimizer": opt.state_dict(), "losses": losses,
                                       "seconds": seconds + time.time() - tic}, ckpt_path)
         seconds += time.time() - tic
         norm = data["norm"]
+        if not world.main:  # rank 0 writes the state; the others wait for it
+            world.barrier()
+            return
         self.save_state(config=dataclasses.asdict(c), fit_options=options, step=total, seconds=seconds, losses=losses,
                         net_config=dataclasses.asdict(net.cfg), model=net.state_dict(), ema=ema.state_dict(),
                         norm=norm.state(), text_centre=data["centre"], text_scale=data["scale"], dataset=bench.dataset,
@@ -417,6 +431,7 @@ class Tina(Method):
                         denoiser_params=net.num_params())
         self._loaded = None
         ckpt_path.unlink(missing_ok=True)  # the final state supersedes it (and it is 2x larger: AdamW moments)
+        world.barrier()
         log.info("tina: fitted %d steps in %.0fs (%.3fs/step) -> %s", total - start, seconds,
                  seconds / max(total - start, 1), self.workdir)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -187,10 +188,10 @@ def test_resume_equals_an_uninterrupted_run(bench, tmp_path, monkeypatch):
 
     original = Tina._train_step
 
-    def killed_at_step_6(self, net, opt, scheduler, data, step, total):
+    def killed_at_step_6(self, net, opt, scheduler, data, step, total, *world):
         if step == 6:  # steps 0-5 done, the checkpoint holds 4: steps 4-5 are lost and redone
             raise KeyboardInterrupt
-        return original(self, net, opt, scheduler, data, step, total)
+        return original(self, net, opt, scheduler, data, step, total, *world)
 
     monkeypatch.setattr(Tina, "_train_step", killed_at_step_6)
     with pytest.raises(KeyboardInterrupt):
@@ -211,6 +212,49 @@ def test_resume_equals_an_uninterrupted_run(bench, tmp_path, monkeypatch):
     monkeypatch.setattr(Tina, "_train_step", original)
     with pytest.raises(ValueError, match="width"):
         Tina(dict(options, width=32)).setup(bench, tmp_path / "x").fit(bench, tmp_path / "x")
+
+
+def test_data_parallel_fit_equals_one_process(bench, tmp_path):
+    """torchrun with 2 CPU processes (Gloo): each takes half of the same global batch, DDP averages the
+    gradients, so the fitted denoiser matches a single-process fit."""
+    options = dict(SMALL, width=16, depth=1, steps=6, checkpoint_every=1000)
+    Tina(options).setup(bench, tmp_path / "one").fit(bench, tmp_path / "one")
+    generic, zoo = tmp_path / "generic.pt", tmp_path / "zoo.pt"
+    bench.generic.save(generic)
+    torch.save({"task_ids": bench.zoo.task_ids, "classes": bench.zoo.classes, "theta": bench.zoo.theta}, zoo)
+    script = tmp_path / "fit.py"
+    script.write_text(f"""
+import torch
+from benchmarks.train import Generic
+from methods.base import Bench, Zoo
+from methods.tina import Tina
+torch.set_num_threads(1)
+generic = Generic.load({str(generic)!r})
+z = torch.load({str(zoo)!r})
+bench = Bench(arch=generic.arch, generic=generic, zoo=Zoo(z["task_ids"], z["classes"], z["theta"], torch.zeros(0)),
+              train_x=torch.zeros(0, 3, 32, 32, dtype=torch.uint8), train_y=torch.zeros(0, dtype=torch.long),
+              class_names=generic.classes, num_classes={bench.num_classes}, seed={bench.seed},
+              text_encoder_spec={bench.text_encoder_spec!r})
+Tina({options!r}).setup(bench, {str(tmp_path / "two")!r}).fit(bench, {str(tmp_path / "two")!r})
+""")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                          "29731", str(script)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    one, two = (Tina(options).setup(bench, tmp_path / d).load_state() for d in ("one", "two"))
+    assert two["step"] == 6 and not (tmp_path / "two" / "checkpoint.pt").exists()
+    for name in one["model"]:
+        assert torch.allclose(one["model"][name], two["model"][name], atol=1e-5), name
+    assert one["losses"] == pytest.approx(two["losses"], rel=1e-4)
+
+
+def test_world_shares_split_the_global_batch():
+    from benchmarks.distributed import World
+    shares = [World(rank, 4).share(16) for rank in range(4)]
+    assert [(s.start, s.stop) for s in shares] == [(0, 4), (4, 8), (8, 12), (12, 16)]
+    assert World().share(16) == slice(0, 16) and World().mean(2.5) == 2.5
+    with pytest.raises(ValueError, match="multiple"):
+        World(0, 3).share(16)
 
 
 def test_fit_then_generate_in_a_fresh_process(bench, padded, tmp_path):

@@ -16,6 +16,11 @@ include: "benchmarks/rules/methods.smk"
 include: "benchmarks/rules/report.smk"
 
 
+if "glue" in config:
+
+    include: "benchmarks/rules/glue.smk"
+
+
 rule all:
     input:
         "reports/table1.md",

@@ -339,6 +339,37 @@ def cmd_zoo_report(args) -> None:
     write_zoo_report(entries, args.out, config=args.config)
 
 
+def cmd_glue_zoo(args) -> None:
+    from benchmarks import artifacts
+    from benchmarks.glue import ZooConfig, build_zoo, load_backbone
+    device = _setup(args)
+    backbone, tokenizer = load_backbone(args.model)
+    cfg = ZooConfig(**args.lora, **args.train)
+    zoo = build_zoo(backbone, tokenizer, args.root, args.tasks, cfg, seed=args.seed, device=device)
+    artifacts.save_torch({**zoo, "model": args.model}, args.out)
+    log.info("GLUE zoo: %d vectors of %d parameters -> %s", len(zoo["task_ids"]), zoo["theta"].shape[1], args.out)
+
+
+def cmd_glue_run(args) -> None:
+    from benchmarks import artifacts
+    from benchmarks.glue import run_cond_pdiff
+    device = _setup(args)
+    zoo = artifacts.load_torch(args.zoo)
+    df = run_cond_pdiff(zoo, zoo["model"], args.root, args.options, args.workdir, seed=args.seed, device=device,
+                        encoder_spec=args.encoder, encoder_cache=Path(args.encoder_cache) if args.encoder_cache else None,
+                        select_examples=args.select_examples, dev_limit=args.dev_limit)
+    prov = artifacts.provenance(args.options)
+    artifacts.write_text("\n".join([
+        f"# Cond P-Diff on GLUE LoRA zoos ({zoo['model']})", "",
+        "Dev-set accuracy and Matthews correlation (%, CoLA's metric) of each vector; one zoo per task from the",
+        f"last {sum(1 for t in zoo['glue_task'] if t == zoo['glue_task'][0])} fine-tuning steps.", "",
+        df.to_markdown(index=False, floatfmt=".2f"), "",
+        f"Options `{args.options}`, LoRA `{zoo['lora']}`; seed {args.seed}; commit `{prov['commit']}`; "
+        f"{prov['hardware']}.", ""]), args.out)
+    with artifacts.atomic_path(Path(args.out).with_suffix(".csv")) as tmp:
+        df.to_csv(tmp, index=False)
+
+
 def cmd_ablation_report(args) -> None:
     from benchmarks.report import write_ablation
     write_ablation(args.results, args.out, config=args.config, name=args.name)
@@ -485,6 +516,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_zoo_report)
+
+    p = sub.add_parser("glue-zoo", help="GLUE LoRA zoo from a local Hugging Face model (Cond P-Diff Table 1)")
+    p.add_argument("--model", required=True, help="HF model id in $HF_HUB_CACHE or a local directory")
+    p.add_argument("--root", required=True, help="GLUE TSVs: <root>/<SST-2|RTE|MRPC|QNLI|CoLA>/{train,dev}.tsv")
+    p.add_argument("--tasks", nargs="+", required=True, help="sst2 rte mrpc qnli cola")
+    p.add_argument("--lora", type=_json, default={}, help='JSON, e.g. {"rank": 4, "targets": ["query", "value"]}')
+    p.add_argument("--train", type=_json, default={}, help='JSON, e.g. {"steps": 1000, "save_last": 150}')
+    p.add_argument("--out", required=True)
+    _add_common(p)
+    p.set_defaults(func=cmd_glue_zoo)
+
+    p = sub.add_parser("glue-run", help="fit Cond P-Diff on a GLUE zoo, generate per task, score on dev sets")
+    p.add_argument("--zoo", required=True)
+    p.add_argument("--root", required=True)
+    p.add_argument("--options", type=_json, default={}, help="cond-pdiff options (JSON)")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--encoder", type=_json, default={"name": "minilm"})
+    p.add_argument("--encoder-cache", default=None)
+    p.add_argument("--select-examples", type=int, default=64, help="train examples for the best-of-K rule")
+    p.add_argument("--dev-limit", type=int, default=None, help="score on the first N dev examples (default all)")
+    p.add_argument("--out", required=True, help="markdown report (a .csv is written beside it)")
+    _add_common(p)
+    p.set_defaults(func=cmd_glue_run)
 
     p = sub.add_parser("ablation-report", help="an `ablations:` entry of the config -> reports/<name>_ablation.md")
     p.add_argument("results", nargs="+", help="per-task CSVs of the ablation's rows and its base")

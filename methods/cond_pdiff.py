@@ -595,9 +595,13 @@ class CondPDiff(Method):
         self._fitted = st
         return st
 
-    @torch.no_grad()
     def generate(self, tasks: Tasks) -> Tensor:
         """[n_tasks, n_params] in bench.layout: n_candidates samples per task, one kept by `select`."""
+        return self._select(self.candidates(tasks), tasks)
+
+    @torch.no_grad()
+    def candidates(self, tasks: Tasks) -> Tensor:
+        """[n_tasks, n_candidates, n_params]: every sample, before selection."""
         st, c, dev = self._load(), self.config, self.bench.device
         k = st["num_classes"]
         wrong = [i for i, cs in enumerate(tasks.classes) if len(cs) != k]
@@ -605,7 +609,7 @@ class CondPDiff(Method):
             raise ValueError(f"cond-pdiff generates {k}-class p-Models; task {tasks.ids[wrong[0]]!r} has "
                              f"{len(tasks.classes[wrong[0]])} classes")
         if len(tasks) == 0:
-            return torch.zeros(0, st["n_params"])
+            return torch.zeros(0, c.n_candidates, st["n_params"])
         norm_rows = st["normalizer"].rows(tasks.ids, tasks.classes)  # fails for non-zoo tasks under norm="task"
         cond_obj = st["conditioner"]
         gens = [torch.Generator().manual_seed(derive_seed(self.bench.seed, "cond-pdiff", "fewshot", t))
@@ -633,7 +637,7 @@ class CondPDiff(Method):
         if bad:
             raise FloatingPointError(f"cond-pdiff generated NaN/inf parameters for {len(bad)} task(s), first: "
                                      f"{tasks.ids[bad[0]]!r}; check the fit (loss history in state.pt)")
-        return self._select(theta, tasks)
+        return theta
 
     def _fill(self, generated: Tensor, st: dict, tasks: Tasks, rows: Tensor | None) -> Tensor:
         """Normalized generated coordinates [n * nc, G] -> full vectors [n * nc, P]; layers left out of

@@ -61,6 +61,20 @@ def test_ablation_with_unknown_base_fails_before_any_job(tmp_path):
     assert out.returncode != 0 and "unknown base label 'cond-pdif'" in out.stdout + out.stderr
 
 
+def test_glue_rules_exist_only_with_a_glue_section(tmp_path):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    out = snakemake("-n", "--cores", "1", "reports/glue.md", "--configfile", str(SMOKE), "--directory",
+                    str(tmp_path), check=False)
+    assert out.returncode != 0  # no `glue:`: no rule makes reports/glue.md
+    cfg["glue"] = {"model": "/models/tiny-bert", "root": "/data/glue", "tasks": ["sst2", "rte"]}
+    config = tmp_path / "glue.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    out = snakemake("-n", "-p", "--cores", "1", "reports/glue.md", "--configfile", str(config), "--directory",
+                    str(tmp_path)).stdout
+    assert "nndiff glue-zoo --model /models/tiny-bert --root /data/glue --tasks sst2 rte" in out
+    assert "nndiff glue-run --zoo data/glue/zoo.pt" in out
+
+
 def test_lint_is_clean():
     out = snakemake("--lint", "--configfile", str(SMOKE), check=False)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -1,4 +1,5 @@
 import json
+import os
 from types import SimpleNamespace
 
 from snakemake.utils import validate
@@ -171,3 +172,12 @@ def ablation_results(wildcards):
     splits = ab.get("splits", ["id", "ood"])
     rows = {ab["base"]: splits, **{label: row.get("splits", splits) for label, row in ab["rows"].items()}}
     return [f"data/{ab['dataset']}/{ab['arch']}/results/{label}/{s}.csv" for label, ss in rows.items() for s in ss]
+
+
+# Cond P-Diff's GLUE experiment (benchmarks/rules/glue.smk, only with a `glue:` config section).
+GLUE = config.get("glue", {})
+
+
+def glue_root():
+    root = GLUE.get("root", "glue_data")
+    return root if os.path.isabs(root) or not data_root(config) else os.path.join(data_root(config), root)

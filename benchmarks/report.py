@@ -163,11 +163,13 @@ def write_ablation(results: list[str], out: str, *, config: str, name: str) -> p
         raise ValueError(f"ablation {name!r} is not in {config}; configured: {list(cfg.get('ablations') or {})}")
     df = load_results(results)
     base = spec["base"]
-    settings = [(base, {"factor": "base", "options": {}}), *spec["rows"].items()]
+    references = [(label, {"factor": "reference", "options": {}}) for label in spec.get("references", [])]
+    settings = [(base, {"factor": "base", "options": {}}), *references, *spec["rows"].items()]
     lines_rows = []
     for label, row in settings:
+        options = ", ".join(f"{k}={v}" for k, v in row.get("options", {}).items())
         entry = {"factor": row["factor"], "label": f"`{label}`",
-                 "options": ", ".join(f"{k}={v}" for k, v in row.get("options", {}).items()) or "(base)"}
+                 "options": options or ("(not a fit of the base)" if row["factor"] == "reference" else "(base)")}
         for split in spec.get("splits", ["id", "ood"]):
             g = df[(df.method == label) & (df.split == split)]
             b = df[(df.method == base) & (df.split == split)]
@@ -185,7 +187,8 @@ def write_ablation(results: list[str], out: str, *, config: str, name: str) -> p
     lines = [f"# {spec.get('title', name + ' ablation')}", "",
              f"Dataset `{spec['dataset']}`, arch `{spec['arch']}`. Every row is its own fit: the base method "
              f"`{base}` with the row's options changed. Mean ± 95% CI over tasks; Δ = row minus base on the same "
-             "tasks (paired). `n/a`: the setting cannot produce that split (e.g. an ID-only oracle on OOD tasks).", "",
+             "tasks (paired). `n/a`: the setting cannot produce that split (e.g. an ID-only oracle on OOD tasks). "
+             "`reference` rows are other methods on the same tasks, for scale.", "",
              table.to_markdown(index=False), "",
              f"Base options: `{base_opts}`.", "",
              *([spec["note"].strip(), ""] if spec.get("note") else []),

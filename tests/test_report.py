@@ -51,14 +51,18 @@ def test_ablation_report_rows_paired_with_base_and_na_for_missing_splits(tmp_pat
     import yaml
     cfg = yaml.safe_load((CONFIG_DIR / "smoke.yaml").read_text())
     cfg["ablations"] = {"x": {"dataset": "miniimagenet", "arch": "cnn-5k", "base": "classifier-selection",
+                              "references": ["generic"],
                               "rows": {"tina": {"factor": "model", "options": {"depth": 2}},
                                        "oracle": {"factor": "model", "options": {}, "splits": ["id"]}}}}
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     paths = _results(tmp_path) + [p for p in _results(tmp_path, ("oracle",), (2.0,)) if p.endswith("id.csv")]
+    paths += _results(tmp_path, ("generic",), (-3.0,))
     out = tmp_path / "x_ablation.md"
     table = write_ablation(paths, str(out), config=str(config), name="x")
-    assert list(table["label"]) == ["`classifier-selection`", "`tina`", "`oracle`"]
+    assert list(table["label"]) == ["`classifier-selection`", "`generic`", "`tina`", "`oracle`"]
+    generic = table[table.label == "`generic`"].iloc[0]
+    assert generic["factor"] == "reference" and generic["Δ ID"] == "-3.00 ± 0.00"
     tina = table[table.label == "`tina`"].iloc[0]
     assert tina["Δ OOD"] == "+1.00 ± 0.00" and tina["options"] == "depth=2"
     assert table[table.label == "`oracle`"].iloc[0]["OOD"] == "n/a"

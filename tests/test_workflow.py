@@ -50,6 +50,17 @@ def test_ablation_rows_are_fits_of_the_base_with_changed_options(tmp_path):
     assert '"layers": ["fc"]' in head and '"ae_steps": 40' in head  # the base's options, one changed
     assert any("methods/cond-pdiff/" in line for line in fits)  # the base row is the base label's own fit
     assert "results/cpd-norm-task/id.csv" in out and "results/cpd-norm-task/ood.csv" not in out
+    assert "results/classifier-selection-slice/ood.csv" in out  # a reference row: evaluated, not refitted
+    assert not any("methods/classifier-selection-slice/" in line for line in fits if "cpd" in line)
+
+
+def test_ablation_with_unknown_reference_fails_before_any_job(tmp_path):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["ablations"]["condpdiff"]["references"] = ["classifier-selection-slise"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    out = snakemake("-n", "--cores", "1", "reports/condpdiff_ablation.md", "--configfile", str(bad), check=False)
+    assert out.returncode != 0 and "unknown references ['classifier-selection-slise']" in out.stdout + out.stderr
 
 
 def test_ablation_with_unknown_base_fails_before_any_job(tmp_path):

@@ -31,6 +31,9 @@ for _label, _variant in VARIANTS.items():
 for _name, _ablation in ABLATIONS.items():
     if _ablation["base"] not in METHODS:
         raise ValueError(f"ablation {_name!r} has unknown base label {_ablation['base']!r}; labels: {METHODS}")
+    _unknown = sorted(set(_ablation.get("references", [])) - {*METHODS, *ORACLE, *VARIANTS})
+    if _unknown:
+        raise ValueError(f"ablation {_name!r} has unknown references {_unknown}; labels: {[*METHODS, *ORACLE, *VARIANTS]}")
     _clash = sorted(set(_ablation["rows"]) & {*METHODS, *VARIANTS})
     if _clash:
         raise ValueError(f"ablation {_name!r} row labels {_clash} are already method or variant labels")
@@ -170,7 +173,8 @@ def ablation_results(wildcards):
     """Result CSVs of an ablation: its base label and every row, on the splits each can produce."""
     ab = ABLATIONS[wildcards.name]
     splits = ab.get("splits", ["id", "ood"])
-    rows = {ab["base"]: splits, **{label: row.get("splits", splits) for label, row in ab["rows"].items()}}
+    rows = {ab["base"]: splits, **{label: splits for label in ab.get("references", [])},
+            **{label: row.get("splits", splits) for label, row in ab["rows"].items()}}
     return [f"data/{ab['dataset']}/{ab['arch']}/results/{label}/{s}.csv" for label, ss in rows.items() for s in ss]
 
 

@@ -54,22 +54,17 @@ def test_ablation_rows_are_fits_of_the_base_with_changed_options(tmp_path):
     assert not any("methods/classifier-selection-slice/" in line for line in fits if "cpd" in line)
 
 
-def test_ablation_with_unknown_reference_fails_before_any_job(tmp_path):
+@pytest.mark.parametrize("key, value, message", [
+    ("base", "cond-pdif", "unknown base label 'cond-pdif'"),
+    ("references", ["classifier-selection-slise"], "unknown references ['classifier-selection-slise']"),
+])
+def test_ablation_with_unknown_label_fails_before_any_job(tmp_path, key, value, message):
     cfg = yaml.safe_load(SMOKE.read_text())
-    cfg["ablations"]["condpdiff"]["references"] = ["classifier-selection-slise"]
+    cfg["ablations"]["condpdiff"][key] = value
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
     out = snakemake("-n", "--cores", "1", "reports/condpdiff_ablation.md", "--configfile", str(bad), check=False)
-    assert out.returncode != 0 and "unknown references ['classifier-selection-slise']" in out.stdout + out.stderr
-
-
-def test_ablation_with_unknown_base_fails_before_any_job(tmp_path):
-    cfg = yaml.safe_load(SMOKE.read_text())
-    cfg["ablations"]["condpdiff"]["base"] = "cond-pdif"
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    out = snakemake("-n", "--cores", "1", "reports/condpdiff_ablation.md", "--configfile", str(bad), check=False)
-    assert out.returncode != 0 and "unknown base label 'cond-pdif'" in out.stdout + out.stderr
+    assert out.returncode != 0 and message in out.stdout + out.stderr
 
 
 def test_glue_rules_exist_only_with_a_glue_section(tmp_path):

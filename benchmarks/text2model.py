@@ -22,6 +22,7 @@ from benchmarks import artifacts
 from benchmarks.pmodels import get_arch, to_float
 from benchmarks.train import Generic
 from methods.base import Bench, Tasks, Zoo
+from methods.diffusion import DiffusionConfig
 
 FORMAT = "nndiff-pmodel/1"
 IMAGE_SIZE = 32  # p-Models see 32x32 images, as every dataset here (benchmarks/datasets.py)
@@ -68,7 +69,7 @@ def _model_card(classes: list[str], arch: str, state: dict, tina, workdir: Path,
                 n_params: int, n_generated: int) -> str:
     c = tina.config
     digest = hashlib.sha256((workdir / "state.pt").read_bytes()).hexdigest()[:12]
-    steps = c.sample_steps or (1000 if c.sampler == "ddpm" else 50)
+    steps = c.sample_steps or DiffusionConfig().steps_for(c.sampler)
     lines = [
         f"# p-Model: {', '.join(classes)}",
         "",

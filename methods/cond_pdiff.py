@@ -354,9 +354,9 @@ class CondPDiff(Method):
         weight_decay: float = 2e-6  # paper's configs; the official trainer hard-codes AdamW wd 1e-2 instead
         grad_clip: float = 1.0  # not in the paper; guards the first steps of a fresh UNet
         # sampling and selection (paper 4.1: 20 candidates, best on training data)
-        # ddpm | ddim | dpm-solver (official: ancestral DDPM-1000). Measured on the smoke LoRA zoo with a short fit
-        # (1.2k denoiser steps): DDIM/DPM-solver samples drifted off the zoo's latents while DDPM-100 landed on them;
-        # try "ddpm" with sample_steps 100 before concluding anything from a small budget.
+        # ddpm | ddim | dpm-solver (official: ancestral DDPM-1000); `sample_steps` sets the reverse steps of each.
+        # Measured on the smoke LoRA zoo with a short fit (1.2k denoiser steps): DDIM/DPM-solver samples drifted
+        # off the zoo's latents while ancestral DDPM-1000 landed on them.
         sampler: str = "ddim"
         sample_steps: int = 50
         n_candidates: int = 5

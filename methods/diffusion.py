@@ -25,7 +25,11 @@ class DiffusionConfig:
     beta_end: float = 0.02
     prediction: str = "sample"  # "sample": x0 prediction (Tina eq. 1); "epsilon" (Cond P-Diff)
     sampler: str = "ddim"  # ddpm | ddim | dpm-solver; DDIM-10 ~ DDPM-1000 on these tasks (FINDINGS 5)
-    sample_steps: int = 50
+    sample_steps: int | None = None  # None: train_steps for ddpm (the paper's DDPM-1000), 50 for the fast samplers
+
+    def steps_for(self, sampler: str) -> int:
+        """Reverse steps of `sampler`: `sample_steps` when set (DDPM too: diffusers spaces its timesteps)."""
+        return self.sample_steps or (self.train_steps if sampler == "ddpm" else 50)
 
 
 def make_scheduler(cfg: DiffusionConfig, sampler: str | None = None):
@@ -62,7 +66,7 @@ def sample(denoise: Callable[[Tensor, Tensor], Tensor], shape: tuple[int, ...], 
     x_T is drawn from `generator`."""
     sampler = sampler or cfg.sampler
     scheduler = make_scheduler(cfg, sampler)
-    scheduler.set_timesteps(steps or (cfg.train_steps if sampler == "ddpm" else cfg.sample_steps))
+    scheduler.set_timesteps(steps or cfg.steps_for(sampler))
     if noise is not None and tuple(noise.shape) != tuple(shape):
         raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
     x = (torch.randn(shape, generator=generator) if noise is None else noise).to(device) * scheduler.init_noise_sigma

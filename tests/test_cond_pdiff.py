@@ -206,3 +206,16 @@ def test_zoo_size_fits_on_a_prefix_of_the_zoo(lora_bench, tmp_path):
     assert not torch.isclose(mean, lora_bench.zoo.theta[:, seg.offset:seg.stop].float().mean())
     with pytest.raises(ValueError, match="exceeds"):
         _fit(lora_bench, tmp_path / "big", zoo_size=len(lora_bench.zoo) + 1)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm-solver"])
+def test_sample_steps_set_the_reverse_steps_of_every_sampler(lora_bench, tmp_path, sampler, monkeypatch):
+    """`sample_steps` is honoured by DDPM as well (a DDPM-100 run must not silently take 1,000 steps)."""
+    m = _fit(lora_bench, tmp_path, condition="one-hot", ae_steps=2, diffusion_steps=1, sampler=sampler, sample_steps=7,
+             n_candidates=1, select="first")
+    calls = []
+    forward = CondUNet1D.forward
+    monkeypatch.setattr(CondUNet1D, "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
+    tasks = Tasks(["t"], [lora_bench.class_names[:lora_bench.num_classes]])
+    m.generate(tasks)
+    assert len(calls) == 7

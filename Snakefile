@@ -28,4 +28,8 @@ rule all:
         "reports/variants.md",
         expand("reports/efficiency-{dataset}-{arch}.md", dataset=DATASETS, arch=ARCHS),
         expand("reports/{name}_ablation.md", name=ABLATIONS),
-        [diagnostics() if "tina" in METHODS and "classifier-selection-slice" in METHODS else []],
+        [
+            diagnostics(m)
+            for m in ("tina", "cond-pdiff")
+            if m in METHODS and "classifier-selection-slice" in METHODS
+        ],

@@ -273,7 +273,8 @@ def cmd_diagnose(args) -> None:
     prov = artifacts.provenance()
     artifacts.write_text("\n".join([
         f"# Swap diagnostic: {gen.get('method', '?')} vs classifier selection ({args.split} tasks)", "",
-        "Body = every layer before the classifier; head = the classifier rows. Same tasks in every row.", "",
+        "Body = every generated parameter before the classifier (a LoRA arch: the adapters); head = the "
+        "classifier rows. Same tasks in every row.", "",
         table.to_markdown(index=False, floatfmt=".2f"), "", f"Commit `{prov['commit']}`; {prov['hardware']}.", ""]),
         args.out)
 

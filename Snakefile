@@ -33,3 +33,9 @@ rule all:
             for m in ("tina", "cond-pdiff")
             if m in METHODS and "classifier-selection-slice" in METHODS
         ],
+        [
+            f"reports/autoencoder-cond-pdiff-{d}-{a}.md"
+            for d in DATASETS
+            for a in ARCHS
+            if "cond-pdiff" in METHODS and runs_on("cond-pdiff", a)
+        ],

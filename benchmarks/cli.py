@@ -258,6 +258,7 @@ def cmd_efficiency(args) -> None:
 
 def cmd_diagnose(args) -> None:
     from benchmarks import artifacts
+    from benchmarks.datasets import ImageData
     from benchmarks.diagnostics import swap_table
     from benchmarks.tasks import get_split, load_tasks
     from benchmarks.train import Generic
@@ -277,6 +278,34 @@ def cmd_diagnose(args) -> None:
         "classifier rows. Same tasks in every row.", "",
         table.to_markdown(index=False, floatfmt=".2f"), "", f"Commit `{prov['commit']}`; {prov['hardware']}.", ""]),
         args.out)
+
+
+def cmd_diagnose_autoencoder(args) -> None:
+    from benchmarks import artifacts
+    from benchmarks.datasets import ImageData
+    from benchmarks.diagnostics import autoencoder_table
+    from benchmarks.tasks import get_split, load_tasks
+    from methods.base import Tasks
+    device = _setup(args)
+    bench, method = _bench(args, device), _method(args)
+    if not hasattr(method, "reconstruct"):
+        raise ValueError(f"method {args.method!r} has no autoencoder (no reconstruct()); use `nndiff diagnose`")
+    method.setup(bench, args.workdir)
+    tasks = get_split(load_tasks(args.tasks), "id")
+    index = {t: i for i, t in enumerate(bench.zoo.task_ids)}
+    zoo = bench.zoo.theta[[index[t["id"]] for t in tasks]].float()
+    records = Tasks.from_records(tasks)
+    data = ImageData.load(args.images)
+    table = autoencoder_table(bench.generic, data.test_x, data.test_y, tasks, zoo=zoo,
+                              reconstructed=method.reconstruct(zoo, records), generated=method.generate(records),
+                              arch=bench.arch, features=_features(args.features, "test"))
+    prov = artifacts.provenance(args.options)
+    artifacts.write_text("\n".join([
+        f"# Where {args.method} loses accuracy: autoencoder or diffusion ({len(tasks)} ID tasks)", "",
+        "The zoo's own p-Models, the same through the fitted autoencoder (the best a latent sample can be), and "
+        "the generated p-Models of the same tasks; paired with the zoo p-Model.", "",
+        table.to_markdown(index=False, floatfmt=".2f"), "",
+        f"Options `{args.options}`; seed {args.seed}; commit `{prov['commit']}`; {prov['hardware']}.", ""]), args.out)
 
 
 def cmd_classify(args) -> None:
@@ -449,7 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_merge)
 
     for name, func, hlp in [("fit", cmd_fit, "fit a method on the training side of a benchmark"),
-                            ("generate", cmd_generate, "generate p-Model vectors for a task split")]:
+                            ("generate", cmd_generate, "generate p-Model vectors for a task split"),
+                            ("diagnose-autoencoder", cmd_diagnose_autoencoder, "zoo p-Models through a latent "
+                             "generator's autoencoder vs generated ones, on the ID tasks (cond-pdiff)")]:
         p = sub.add_parser(name, help=hlp)
         p.add_argument("--method", required=True, help="registry name (see `nndiff methods`)")
         p.add_argument("--options", type=_json, default={}, help="method Config fields as JSON")
@@ -465,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workdir", required=True, help="where fit leaves the method's state")
         if name == "fit":
             p.add_argument("--out", default=None, help="marker JSON written when fit succeeds (default <workdir>/fit.json)")
+        if name == "diagnose-autoencoder":
+            p.add_argument("--tasks", required=True)
+            p.add_argument("--out", required=True, help="markdown report")
         if name == "generate":
             p.add_argument("--tasks", help="tasks JSON (needed unless --prompt)")
             p.add_argument("--split", help="task split (needed unless --prompt)")

@@ -639,6 +639,17 @@ class CondPDiff(Method):
                                      f"{tasks.ids[bad[0]]!r}; check the fit (loss history in state.pt)")
         return theta
 
+    @torch.no_grad()
+    def reconstruct(self, theta: Tensor, tasks: Tasks) -> Tensor:
+        """Zoo vectors [n, P] of `tasks` through the fitted autoencoder (no noise): the best a sample of the latent
+        diffusion can be. Layers outside `layers` are kept as they are."""
+        st = self._load()
+        norm, mask = st["normalizer"], st["mask"]
+        rows = norm.rows(tasks.ids, tasks.classes)
+        x = norm.forward(theta.float(), rows)
+        x[:, mask] = st["ae_net"](x[:, mask].to(self.bench.device)).cpu()
+        return norm.inverse(x, rows)
+
     def _fill(self, generated: Tensor, st: dict, tasks: Tasks, rows: Tensor | None) -> Tensor:
         """Normalized generated coordinates [n * nc, G] -> full vectors [n * nc, P]; layers left out of
         `layers` take their classifier-selection values (generic head rows of the task, LoRA B = 0)."""

@@ -117,6 +117,13 @@ def test_smoke_profile_end_to_end_with_plugin(tmp_path):
     again = snakemake("-n", "--cores", "2", "reports/table1.md", "--configfile", str(config), "--directory",
                       str(work), env=env)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # diagnostics reuse the fitted generators
+    reports = ["reports/diagnose-tina-synthetic-cnn-5k-ood.md", "reports/diagnose-cond-pdiff-synthetic-cnn-5k-lora-id.md",
+               "reports/autoencoder-cond-pdiff-synthetic-cnn-5k-lora.md"]
+    out = snakemake("--cores", "2", *reports, "--configfile", str(config), "--directory", str(work), env=env)
+    assert "rule fit" not in out.stdout + out.stderr
+    assert "| generated body + CS head" in (work / reports[1]).read_text()
+    assert "| zoo p-Model through the autoencoder" in (work / reports[2]).read_text()
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
     arch="|".join(ARCHS),
     method="|".join(EVALUATED),
-    split="[a-z0-9-]+",
+    split=r"zoo|id|ood|padded|unseen-zoo|unseen-\d+",  # the splits of tasks.py; "lora-id" is no split
     shard=r"\d+",
     name="|".join(ABLATIONS) or "(?!)",
 

@@ -144,3 +144,38 @@ rule ablation:
         mem_mb=2000,
     shell:
         "nndiff ablation-report {input} --name {wildcards.name} --config {params.config} --out {output} > {log} 2>&1"
+
+
+rule diagnose_autoencoder:
+    input:
+        images="data/{dataset}/images.pt",
+        generic=generic_path,
+        zoo="data/{dataset}/{arch}/finetuned/zoo.pt",
+        tasks="data/{dataset}/tasks.json",
+        fitted=method_fit,
+        features=features_input,
+    output:
+        "reports/autoencoder-{method}-{dataset}-{arch}.md",
+    log:
+        "data/logs/report/autoencoder-{method}-{dataset}-{arch}.log",
+    benchmark:
+        "data/benchmarks/report/autoencoder-{method}-{dataset}-{arch}.tsv"
+    conda:
+        "../../envs/nndiff.yaml"
+    params:
+        device=DEVICE,
+        encoder=ENCODER,
+        method=lambda w: method_options(w)[0],
+        options=lambda w: method_options(w)[1],
+        features=features_flag,
+        workdir=method_state,
+        seed=config["seed"],
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        gpu=GPU,
+    shell:
+        "nndiff diagnose-autoencoder --method {params.method} --options '{params.options}' --images {input.images}"
+        " --generic {input.generic} --arch {wildcards.arch} --zoo {input.zoo} {params.features}"
+        " --encoder-cache data/cache/encoders --encoder '{params.encoder}' --workdir {params.workdir}"
+        " --tasks {input.tasks} --seed {params.seed} --device {params.device} --threads {threads} --out {output} > {log} 2>&1"

@@ -173,8 +173,9 @@ def write_ablation(results: list[str], out: str, *, config: str, name: str) -> p
         for split in spec.get("splits", ["id", "ood"]):
             g = df[(df.method == label) & (df.split == split)]
             b = df[(df.method == base) & (df.split == split)]
-            if not len(g):
-                entry[split.upper()], entry[f"Δ {split.upper()}"] = "n/a", ""
+            if not len(g):  # n/a: the row cannot produce this split; else its results are not there (yet)
+                produced = split in row.get("splits", spec.get("splits", ["id", "ood"]))
+                entry[split.upper()], entry[f"Δ {split.upper()}"] = "not run" if produced else "n/a", ""
                 continue
             s = summarize(g["accuracy"])
             entry[split.upper()] = f"{s['mean']:.2f} ± {s['ci95']:.2f} (n={s['n']})"
@@ -187,7 +188,8 @@ def write_ablation(results: list[str], out: str, *, config: str, name: str) -> p
     lines = [f"# {spec.get('title', name + ' ablation')}", "",
              f"Dataset `{spec['dataset']}`, arch `{spec['arch']}`. Every row is its own fit: the base method "
              f"`{base}` with the row's options changed. Mean ± 95% CI over tasks; Δ = row minus base on the same "
-             "tasks (paired). `n/a`: the setting cannot produce that split (e.g. an ID-only oracle on OOD tasks). "
+             "tasks (paired). `n/a`: the setting cannot produce that split (e.g. an ID-only oracle on OOD tasks); "
+             "`not run`: no results were given for it. "
              "`reference` rows are other methods on the same tasks, for scale.", "",
              table.to_markdown(index=False), "",
              f"Base options: `{base_opts}`.", "",

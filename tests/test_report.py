@@ -66,6 +66,8 @@ def test_ablation_report_rows_paired_with_base_and_na_for_missing_splits(tmp_pat
     tina = table[table.label == "`tina`"].iloc[0]
     assert tina["Δ OOD"] == "+1.00 ± 0.00" and tina["options"] == "depth=2"
     assert table[table.label == "`oracle`"].iloc[0]["OOD"] == "n/a"
+    partial = write_ablation([p for p in paths if "/tina/" not in p], str(out), config=str(config), name="x")
+    assert partial[partial.label == "`tina`"].iloc[0]["OOD"] == "not run"
     assert "commit" in out.read_text()
     with pytest.raises(ValueError, match="not in"):
         write_ablation(paths, str(out), config=str(config), name="y")

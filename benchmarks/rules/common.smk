@@ -91,12 +91,48 @@ def method_options(wildcards):
     return spec.method, json.dumps({**spec.options, **extra})
 
 
+def method_name(wildcards):
+    return method_options(wildcards)[0]
+
+
+def method_options_json(wildcards):
+    return method_options(wildcards)[1]
+
+
 def method_state(wildcards):
     return f"data/{wildcards.dataset}/{wildcards.arch}/methods/{fitted_label(wildcards)}/state"
 
 
 def method_fit(wildcards):
     return f"data/{wildcards.dataset}/{wildcards.arch}/methods/{fitted_label(wildcards)}/fit.json"
+
+
+# Inputs, params and flags shared by the rules that load a method (fit, generate, diagnose_autoencoder).
+METHOD_INPUTS = {
+    "images": "data/{dataset}/images.pt",
+    "generic": generic_path,
+    "zoo": "data/{dataset}/{arch}/finetuned/zoo.pt",
+    "features": features_input,
+}
+METHOD_PARAMS = {
+    "device": DEVICE,
+    "encoder": ENCODER,
+    "method": method_name,
+    "options": method_options_json,
+    "features": features_flag,
+    "workdir": method_state,
+    "seed": config["seed"],
+}
+METHOD_ARGS = (
+    "--method {params.method} --options '{params.options}' --images {input.images}"
+    " --generic {input.generic} --arch {wildcards.arch} --zoo {input.zoo} {params.features}"
+    " --encoder-cache data/cache/encoders --encoder '{params.encoder}' --workdir {params.workdir}"
+)
+
+
+def method_command(subcommand, more_args):
+    """`nndiff <subcommand>` with the method's shared flags, then the rule's own."""
+    return f"nndiff {subcommand} {METHOD_ARGS} {more_args}"
 
 
 def finetuned_split(wildcards):

@@ -1,9 +1,6 @@
 rule fit:
     input:
-        images="data/{dataset}/images.pt",
-        generic=generic_path,
-        zoo="data/{dataset}/{arch}/finetuned/zoo.pt",
-        features=features_input,
+        **METHOD_INPUTS,
     output:
         "data/{dataset}/{arch}/methods/{method}/fit.json",
     log:
@@ -13,33 +10,20 @@ rule fit:
     conda:
         "../../envs/nndiff.yaml"
     params:
-        device=DEVICE,
-        encoder=ENCODER,
-        method=lambda w: method_options(w)[0],
-        options=lambda w: method_options(w)[1],
-        features=features_flag,
-        workdir="data/{dataset}/{arch}/methods/{method}/state",
-        seed=config["seed"],
+        **METHOD_PARAMS,
     threads: THREADS
     resources:
         mem_mb=8000,
         gpu=GPU,
     shell:
-        "nndiff fit --method {params.method} --options '{params.options}' --images {input.images}"
-        " --generic {input.generic} --arch {wildcards.arch} --zoo {input.zoo} {params.features}"
-        " --encoder-cache data/cache/encoders --encoder '{params.encoder}' --workdir {params.workdir}"
-        " --seed {params.seed} --device {params.device} --threads {threads} --out {output}"
-        " > {log} 2>&1"
+        method_command("fit", "--seed {params.seed} --device {params.device} --threads {threads} --out {output} > {log} 2>&1")
 
 
 rule generate:
     input:
-        images="data/{dataset}/images.pt",
-        generic=generic_path,
-        zoo="data/{dataset}/{arch}/finetuned/zoo.pt",
+        **METHOD_INPUTS,
         tasks="data/{dataset}/tasks.json",
         fitted=method_fit,
-        features=features_input,
     output:
         "data/{dataset}/{arch}/methods/{method}/generated/{split}.pt",
     log:
@@ -49,22 +33,13 @@ rule generate:
     conda:
         "../../envs/nndiff.yaml"
     params:
-        device=DEVICE,
-        encoder=ENCODER,
-        method=lambda w: method_options(w)[0],
-        options=lambda w: method_options(w)[1],
-        features=features_flag,
-        workdir=method_state,
-        seed=config["seed"],
+        **METHOD_PARAMS,
     threads: THREADS
     resources:
         mem_mb=8000,
         gpu=GPU,
     shell:
-        "nndiff generate --method {params.method} --options '{params.options}' --images {input.images}"
-        " --generic {input.generic} --arch {wildcards.arch} --zoo {input.zoo} {params.features}"
-        " --encoder-cache data/cache/encoders --encoder '{params.encoder}' --workdir {params.workdir}"
-        " --tasks {input.tasks} --split {wildcards.split} --seed {params.seed} --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        method_command("generate", "--tasks {input.tasks} --split {wildcards.split} --seed {params.seed} --device {params.device} --threads {threads} --out {output} > {log} 2>&1")
 
 
 rule oracle:

@@ -148,12 +148,9 @@ rule ablation:
 
 rule diagnose_autoencoder:
     input:
-        images="data/{dataset}/images.pt",
-        generic=generic_path,
-        zoo="data/{dataset}/{arch}/finetuned/zoo.pt",
+        **METHOD_INPUTS,
         tasks="data/{dataset}/tasks.json",
         fitted=method_fit,
-        features=features_input,
     output:
         "reports/autoencoder-{method}-{dataset}-{arch}.md",
     log:
@@ -163,19 +160,10 @@ rule diagnose_autoencoder:
     conda:
         "../../envs/nndiff.yaml"
     params:
-        device=DEVICE,
-        encoder=ENCODER,
-        method=lambda w: method_options(w)[0],
-        options=lambda w: method_options(w)[1],
-        features=features_flag,
-        workdir=method_state,
-        seed=config["seed"],
+        **METHOD_PARAMS,
     threads: THREADS
     resources:
         mem_mb=8000,
         gpu=GPU,
     shell:
-        "nndiff diagnose-autoencoder --method {params.method} --options '{params.options}' --images {input.images}"
-        " --generic {input.generic} --arch {wildcards.arch} --zoo {input.zoo} {params.features}"
-        " --encoder-cache data/cache/encoders --encoder '{params.encoder}' --workdir {params.workdir}"
-        " --tasks {input.tasks} --seed {params.seed} --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        method_command("diagnose-autoencoder", "--tasks {input.tasks} --seed {params.seed} --device {params.device} --threads {threads} --out {output} > {log} 2>&1")

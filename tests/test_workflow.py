@@ -42,6 +42,20 @@ def test_dry_run_builds_the_dag(profile, tmp_path):
     assert "table1" in out.stdout and "finetune" in out.stdout
 
 
+def test_table1_variants_are_rows_that_reuse_their_base_fit(tmp_path):
+    out = snakemake("-n", "-p", "--cores", "1", "reports/table1.md", "--configfile", str(SMOKE),
+                    "--directory", str(tmp_path)).stdout
+    assert "results/cond-pdiff@first/ood.csv" in out and "results/tina@ddpm-20/" not in out
+    assert "methods/cond-pdiff@first/fit.json" not in out  # a variant generates from its base's fit
+
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["report"]["table1_variants"] = ["cond-pdiff@frist"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    out = snakemake("-n", "--cores", "1", "reports/table1.md", "--configfile", str(bad), check=False)
+    assert out.returncode != 0 and "['cond-pdiff@frist'] are not variant labels" in out.stdout + out.stderr
+
+
 def test_ablation_rows_are_fits_of_the_base_with_changed_options(tmp_path):
     out = snakemake("-n", "-p", "--cores", "1", "reports/condpdiff_ablation.md", "--configfile", str(SMOKE),
                     "--directory", str(tmp_path)).stdout

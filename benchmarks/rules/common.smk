@@ -25,9 +25,13 @@ VARIANTS = config.get("variants", {})
 ABLATIONS = config.get("ablations", {})
 ABLATION_ROWS = {label: {**row, "base": ab["base"]} for ab in ABLATIONS.values() for label, row in ab["rows"].items()}
 EVALUATED = [*METHODS, *ORACLE, *VARIANTS, *ABLATION_ROWS]
+TABLE1_VARIANTS = config.get("report", {}).get("table1_variants", [])
 for _label, _variant in VARIANTS.items():
     if _variant["of"] not in METHODS:
         raise ValueError(f"variant {_label!r} is of unknown method label {_variant['of']!r}; labels: {METHODS}")
+_unknown = sorted(set(TABLE1_VARIANTS) - set(VARIANTS))
+if _unknown:
+    raise ValueError(f"report.table1_variants {_unknown} are not variant labels; variants: {list(VARIANTS)}")
 for _name, _ablation in ABLATIONS.items():
     if _ablation["base"] not in METHODS:
         raise ValueError(f"ablation {_name!r} has unknown base label {_ablation['base']!r}; labels: {METHODS}")

@@ -1,6 +1,6 @@
 rule table1:
     input:
-        results(methods=[*METHODS, *ORACLE]),
+        results(methods=[*METHODS, *TABLE1_VARIANTS, *ORACLE]),
     output:
         md="reports/table1.md",
         csv="reports/table1.csv",

@@ -65,11 +65,14 @@ def config_hash(cfg: Any) -> str:
 
 
 def git_commit(repo: str | os.PathLike = ".") -> str:
+    """Short HEAD, "-dirty" when tracked code or configs differ from it. Changes under reports/ do not count:
+    they are outputs, and Snakemake removes a tracked report before the job that rewrites it."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
                              text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)reports"], cwd=repo, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

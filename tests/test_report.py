@@ -1,6 +1,9 @@
+import subprocess
+
 import pandas as pd
 import pytest
 
+from benchmarks.artifacts import git_commit
 from benchmarks.config import CONFIG_DIR
 from benchmarks.report import PAPER_TABLE1, load_results, summary_table, write_ablation, write_table1
 
@@ -71,3 +74,20 @@ def test_ablation_report_rows_paired_with_base_and_na_for_missing_splits(tmp_pat
     assert "commit" in out.read_text()
     with pytest.raises(ValueError, match="not in"):
         write_ablation(paths, str(out), config=str(config), name="y")
+
+
+def test_commit_is_dirty_for_code_changes_but_not_for_rewritten_reports(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "table1.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    (tmp_path / "reports" / "table1.md").unlink()  # what Snakemake does before rewriting an output
+    assert not git_commit(tmp_path).endswith("-dirty")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path).endswith("-dirty")

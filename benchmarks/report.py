@@ -84,6 +84,17 @@ def _stage_times(paths: list[str]) -> pd.DataFrame:
         .rename(columns={"total_seconds": "total seconds"})
 
 
+_ROW_ORDER = ["generic", "classifier-selection", "classifier-selection-slice", "taper", "retrieval", "tina",
+              "cond-pdiff"]
+
+
+def _row_rank(label: str) -> tuple:
+    """Baselines, then generators, each followed by its variants (`tina@ddim-10`); unknown labels after; oracle last."""
+    base = label.split("@")[0]
+    known = _ROW_ORDER.index(base) if base in _ROW_ORDER else len(_ROW_ORDER)
+    return label == "oracle", known, base, label != base, label
+
+
 def write_table1(results: list[str], out: str, *, config: str, stage_times: list[str] = (),
                  title: str = "Table 1: personalization accuracy (p-Acc, %)") -> pd.DataFrame:
     df = load_results(results)
@@ -91,9 +102,7 @@ def write_table1(results: list[str], out: str, *, config: str, stage_times: list
     summary["cell"] = summary.apply(_cell, axis=1)
     summary["column"] = summary["dataset"] + " / " + summary["arch"] + " / " + summary["split"].str.upper()
     wide = summary.pivot(index="method", columns="column", values="cell").fillna("–")
-    order = [m for m in ["generic", "classifier-selection", "classifier-selection-slice", "taper", "retrieval",
-                         "tina", "cond-pdiff", "oracle"] if m in wide.index]
-    wide = wide.loc[order + sorted(m for m in wide.index if m not in order)]
+    wide = wide.loc[sorted(wide.index, key=_row_rank)]
     paired_rows = summary.dropna(subset=["vs_cs"]) if "vs_cs" in summary else summary.iloc[:0]
     cfg = yaml.safe_load(Path(config).read_text())
     prov = artifacts.provenance(cfg)
@@ -108,7 +117,8 @@ def write_table1(results: list[str], out: str, *, config: str, stage_times: list
         "Method minus baseline per task, mean and 95% CI over tasks: the head-room above classifier selection",
         "is a few points, so only paired intervals rank methods reliably.", "",
         paired_rows[["dataset", "arch", "split", "method", "vs_cs", "vs_cs_ci95", "n"]]
-        .rename(columns={"vs_cs": "mean diff", "vs_cs_ci95": "± 95% CI"}).to_markdown(index=False, floatfmt=".2f"), "",
+        .rename(columns={"vs_cs": "mean diff", "vs_cs_ci95": "± 95% CI"}).to_markdown(index=False, floatfmt=".2f")
+        if len(paired_rows) else "(no classifier-selection results given: nothing to pair with)", "",
         "## Provenance", "",
         f"- profile: `{cfg.get('profile')}` (config `{config}`, hash `{prov['config_hash']}`), seed {cfg.get('seed')}",
         f"- commit: `{prov['commit']}`", f"- hardware: {prov['hardware']}",

@@ -43,6 +43,17 @@ def test_table1_markdown_and_csv(tmp_path):
     assert (tmp_path / "reports" / "table1.csv").exists()
 
 
+def test_table1_rows_put_variants_after_their_method_and_the_oracle_last(tmp_path):
+    methods = ("oracle", "tina@ddim-10", "my-method", "cond-pdiff@first", "tina", "cond-pdiff", "generic")
+    out = tmp_path / "table1.md"
+    write_table1(_results(tmp_path, methods, offsets=range(len(methods))), str(out),
+                 config=str(CONFIG_DIR / "smoke.yaml"))
+    cells = [line.split("|")[1].strip() for line in out.read_text().split("## Paired")[0].splitlines()
+             if line.startswith("| ")]
+    rows = cells[1:]  # below the header
+    assert rows == ["generic", "tina", "tina@ddim-10", "cond-pdiff", "cond-pdiff@first", "my-method", "oracle"]
+
+
 def test_bad_result_path_is_rejected(tmp_path):
     p = tmp_path / "x.csv"
     p.write_text("task_id,accuracy\n")

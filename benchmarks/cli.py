@@ -272,12 +272,11 @@ def cmd_diagnose(args) -> None:
     table = swap_table(generic, data.test_x, data.test_y, tasks, arch.layout(len(tasks[0]["classes"])), gen["theta"],
                        base["theta"], arch=arch, features=_features(args.features, "test"))
     prov = artifacts.provenance()
-    artifacts.write_text("\n".join([
-        f"# Swap diagnostic: {gen.get('method', '?')} vs classifier selection ({args.split} tasks)", "",
-        "Body = every generated parameter before the classifier (a LoRA arch: the adapters); head = the "
-        "classifier rows. Same tasks in every row.", "",
-        table.to_markdown(index=False, floatfmt=".2f"), "", f"Commit `{prov['commit']}`; {prov['hardware']}.", ""]),
-        args.out)
+    title = f"Swap diagnostic: {gen.get('method', '?')} vs classifier selection ({args.split} tasks)"
+    _write_table_report(args.out, title,
+                        "Body = every generated parameter before the classifier (a LoRA arch: the adapters); head = "
+                        "the classifier rows. Same tasks in every row.", table,
+                        f"Commit `{prov['commit']}`; {prov['hardware']}.")
 
 
 def cmd_diagnose_autoencoder(args) -> None:
@@ -286,10 +285,10 @@ def cmd_diagnose_autoencoder(args) -> None:
     from benchmarks.diagnostics import autoencoder_table
     from benchmarks.tasks import get_split, load_tasks
     from methods.base import Tasks
-    device = _setup(args)
-    bench, method = _bench(args, device), _method(args)
-    if not hasattr(method, "reconstruct"):
+    device, method = _setup(args), _method(args)
+    if not hasattr(method, "reconstruct"):  # before loading the benchmark: fail fast
         raise ValueError(f"method {args.method!r} has no autoencoder (no reconstruct()); use `nndiff diagnose`")
+    bench = _bench(args, device)
     method.setup(bench, args.workdir)
     tasks = get_split(load_tasks(args.tasks), "id")
     index = {t: i for i, t in enumerate(bench.zoo.task_ids)}
@@ -300,12 +299,18 @@ def cmd_diagnose_autoencoder(args) -> None:
                               reconstructed=method.reconstruct(zoo, records), generated=method.generate(records),
                               arch=bench.arch, features=_features(args.features, "test"))
     prov = artifacts.provenance(args.options)
-    artifacts.write_text("\n".join([
-        f"# Where {args.method} loses accuracy: autoencoder or diffusion ({len(tasks)} ID tasks)", "",
-        "The zoo's own p-Models, the same through the fitted autoencoder (the best a latent sample can be), and "
-        "the generated p-Models of the same tasks; paired with the zoo p-Model.", "",
-        table.to_markdown(index=False, floatfmt=".2f"), "",
-        f"Options `{args.options}`; seed {args.seed}; commit `{prov['commit']}`; {prov['hardware']}.", ""]), args.out)
+    title = f"Where {args.method} loses accuracy: autoencoder or diffusion ({len(tasks)} ID tasks)"
+    _write_table_report(args.out, title,
+                        "The zoo's own p-Models, the same through the fitted autoencoder (the best a latent sample can "
+                        "be), and the generated p-Models of the same tasks; paired with the zoo p-Model.", table,
+                        f"Options `{args.options}`; seed {args.seed}; commit `{prov['commit']}`; {prov['hardware']}.")
+
+
+def _write_table_report(out: str, title: str, intro: str, table, footer: str) -> None:
+    """A diagnostic's markdown: title, what the rows are, the table, provenance."""
+    from benchmarks import artifacts
+    artifacts.write_text("\n".join([f"# {title}", "", intro, "", table.to_markdown(index=False, floatfmt=".2f"), "",
+                                     footer, ""]), out)
 
 
 def cmd_classify(args) -> None:

@@ -175,7 +175,7 @@ def write_ablation(results: list[str], out: str, *, config: str, name: str) -> p
     if spec is None:
         raise ValueError(f"ablation {name!r} is not in {config}; configured: {list(cfg.get('ablations') or {})}")
     df = load_results(results)
-    base = spec["base"]
+    base, splits = spec["base"], spec.get("splits", ["id", "ood"])
     references = [(label, {"factor": "reference", "options": {}}) for label in spec.get("references", [])]
     settings = [(base, {"factor": "base", "options": {}}), *references, *spec["rows"].items()]
     lines_rows = []
@@ -183,11 +183,11 @@ def write_ablation(results: list[str], out: str, *, config: str, name: str) -> p
         options = ", ".join(f"{k}={v}" for k, v in row.get("options", {}).items())
         entry = {"factor": row["factor"], "label": f"`{label}`",
                  "options": options or ("(not a fit of the base)" if row["factor"] == "reference" else "(base)")}
-        for split in spec.get("splits", ["id", "ood"]):
+        for split in splits:
             g = df[(df.method == label) & (df.split == split)]
             b = df[(df.method == base) & (df.split == split)]
             if not len(g):  # n/a: the row cannot produce this split; else its results are not there (yet)
-                produced = split in row.get("splits", spec.get("splits", ["id", "ood"]))
+                produced = split in row.get("splits", splits)
                 entry[split.upper()], entry[f"Δ {split.upper()}"] = "not run" if produced else "n/a", ""
                 continue
             s = summarize(g["accuracy"])

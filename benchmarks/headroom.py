@@ -1,0 +1,196 @@
+"""Head-room: how far fine-tuning lifts a p-Model above classifier selection, per recipe and generic schedule.
+
+Any generator that imitates the zoo gains at most what the zoo's p-Models gain over classifier selection
+(CS, slice rule) on the same tasks. That head-room depends on the p-Model recipe (epochs, lr), which neither
+Tina nor its code states, and on how the generic model was trained: a generic left at a constant learning
+rate has an uncalibrated head, so a part of any "personalization gain" measured against its CS is only
+recalibration. This module measures both, paired over the same tasks (reports/headroom.md).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from benchmarks import artifacts
+from benchmarks.config import FinetuneConfig
+from benchmarks.evaluate import evaluate, summarize
+from benchmarks.train import Generic, derive_seed, finetune_task
+
+# ----------------------------------------------------------------------------- one cell of the sweep
+
+
+def classifier_selection_theta(generic: Generic, class_idx: list[int], arch=None) -> torch.Tensor:
+    """CS (slice rule): the generic model with its classifier rows cut to the task, in prompt order."""
+    arch = arch or generic.arch
+    return arch.initial_theta(generic.state, class_idx)
+
+
+def measure_cell(generic: Generic, images, tasks: list[dict], recipe: FinetuneConfig, *, seed: int,
+                 device: torch.device, arch=None, features: dict | None = None) -> tuple[pd.DataFrame, list[float]]:
+    """Fine-tune each task with `recipe` and score it beside CS on the task's test images.
+
+    Returns one row per task (task_id, cs, finetuned, gain in accuracy points) and the seconds each
+    p-Model took to fine-tune (kept apart: timings differ from run to run, accuracies do not).
+    """
+    arch = arch or generic.arch
+    index = {c: i for i, c in enumerate(generic.classes)}
+    cs, ft, seconds = [], [], []
+    for task in tqdm(tasks, desc=f"headroom {recipe.epochs} ep lr {recipe.lr:g}", unit="p-Model"):
+        idx = [index[c] for c in task["classes"]]
+        cs.append(classifier_selection_theta(generic, idx, arch))
+        start = time.perf_counter()
+        # The zoo's seed for the task: with the zoo's recipe, this cell reproduces the zoo's p-Models.
+        theta, _ = finetune_task(generic, images.train_x, images.train_y, idx, recipe,
+                                 seed=derive_seed(seed, "finetune", task["id"]), device=device, arch=arch,
+                                 features=(features or {}).get("train"))
+        seconds.append(time.perf_counter() - start)
+        ft.append(theta)
+    score = {name: evaluate(generic, images.test_x, images.test_y, tasks, torch.stack(thetas), device=device,
+                            arch=arch, method=name, features=(features or {}).get("test"))["accuracy"]
+             for name, thetas in (("cs", cs), ("finetuned", ft))}
+    df = pd.DataFrame({"task_id": [t["id"] for t in tasks], "cs": score["cs"], "finetuned": score["finetuned"]})
+    df["gain"] = df["finetuned"] - df["cs"]
+    return df, seconds
+
+
+def run_cell(images_path, generic_path, tasks_path, *, split: str, n_tasks: int, recipe: FinetuneConfig,
+             seed: int, device: torch.device, out, arch=None, features_path=None) -> pd.DataFrame:
+    """One (generic, recipe) cell: CSV of per-task accuracies at `out`, per-p-Model seconds beside it."""
+    from benchmarks.datasets import ImageData
+    from benchmarks.tasks import get_split, load_tasks
+    images, generic = ImageData.load(images_path), Generic.load(generic_path)
+    tasks = get_split(load_tasks(tasks_path), split)[:n_tasks]
+    if len(tasks) < 2:
+        raise ValueError(f"{tasks_path}: split {split!r} has {len(tasks)} task(s); head-room needs at least 2")
+    features = artifacts.load_torch(features_path) if features_path else None  # head-only archs
+    df, seconds = measure_cell(generic, images, tasks, recipe, seed=seed, device=device, arch=arch, features=features)
+    with artifacts.atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.4f")
+    artifacts.write_json({"seconds_per_pmodel": seconds, "recipe": recipe.__dict__,
+                          "generic_top1": generic.meta.get("test_top1")}, timing_path(out))
+    return df
+
+
+def timing_path(cell_csv) -> Path:
+    """Timings live in a sidecar, so the cell's CSV is the same bytes on every run."""
+    return Path(str(cell_csv)).with_suffix(".timing.json")
+
+# ----------------------------------------------------------------------------- the report
+
+
+def cell_label(epochs: int, lr: float) -> str:
+    return f"e{epochs}-lr{lr:g}"
+
+
+def summarize_cells(cells: list[dict]) -> pd.DataFrame:
+    """cells: [{dataset, arch, schedule, epochs, lr, csv}] -> one row each: CS and fine-tuned p-Acc, the paired
+    gain with its 95% CI, seconds per p-Model, and the gain against the *cosine* generic's CS on the same
+    tasks (for a constant-lr generic: what is left after subtracting recalibration)."""
+    frames = {}
+    for c in cells:
+        frames[id(c)] = pd.read_csv(c["csv"])
+    rows = []
+    for c in cells:
+        df = frames[id(c)]
+        gain = summarize(df["gain"])
+        secs = artifacts.read_json(timing_path(c["csv"]))["seconds_per_pmodel"]
+        row = {"dataset": c["dataset"], "arch": c["arch"], "generic": c["schedule"], "epochs": c["epochs"],
+               "lr": c["lr"], "tasks": gain["n"], "CS": df["cs"].mean(), "fine-tuned": df["finetuned"].mean(),
+               "head-room": gain["mean"], "± 95% CI": gain["ci95"], "low": gain["mean"] - gain["ci95"],
+               "s / p-Model": sum(secs) / len(secs)}
+        ref = next((r for r in cells if r["dataset"] == c["dataset"] and r["arch"] == c["arch"]
+                    and r["schedule"] == "cosine"), None)
+        if c["schedule"] != "cosine" and ref is not None:
+            m = df.merge(frames[id(ref)][["task_id", "cs"]], on="task_id", suffixes=("", "_cosine"))
+            vs = summarize(m["finetuned"] - m["cs_cosine"])
+            row["vs cosine CS"] = f"{vs['mean']:+.2f} ± {vs['ci95']:.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def cheapest_clear(table: pd.DataFrame, dataset: str, arch: str, floor: float) -> pd.Series | None:
+    """The cheapest recipe (seconds per p-Model) on the cosine generic whose head-room's lower 95% bound
+    reaches `floor`; None when no recipe does."""
+    ok = table[(table.dataset == dataset) & (table.arch == arch) & (table.generic == "cosine") & (table.low >= floor)]
+    return None if ok.empty else ok.sort_values("s / p-Model").iloc[0]
+
+
+def plot(table: pd.DataFrame, out_stem: Path) -> list[Path]:
+    """Head-room (with its CI) against seconds per p-Model, one panel per (dataset, arch)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    t = table.assign(recipe=[f"{e} ep, lr {lr:g}" for e, lr in zip(table.epochs, table.lr)],
+                     panel=table.dataset + " / " + table.arch)
+    panels = list(dict.fromkeys(t.panel))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        g = t[t.panel == panel]
+        sns.scatterplot(data=g, x="s / p-Model", y="head-room", hue="generic", style="recipe", s=70, ax=ax)
+        ax.errorbar(g["s / p-Model"], g["head-room"], yerr=g["± 95% CI"], fmt="none", ecolor="0.6", zorder=0)
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.set(title=panel, xlabel="seconds of fine-tuning per p-Model", ylabel="fine-tuned − CS (points, 95% CI)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".svg")]
+    for p in paths:
+        with artifacts.atomic_path(p) as tmp:
+            fig.savefig(tmp, format=p.suffix[1:], dpi=110, metadata={"Date": None} if p.suffix == ".svg" else None)
+    plt.close(fig)
+    return paths
+
+
+def write_report(cells: list[dict], out, *, config: str | None = None, floor: float = 1.0) -> pd.DataFrame:
+    """reports/headroom.md, its CSV and figure."""
+    out = Path(out)
+    table = summarize_cells(cells)
+    with artifacts.atomic_path(out.with_suffix(".csv")) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    figure = out.parent / "figures" / out.stem
+    plot(table, figure)
+    verdicts = []
+    for (ds, arch), _ in table.groupby(["dataset", "arch"], sort=False):
+        best = cheapest_clear(table, ds, arch, floor)
+        verdicts.append(f"- {ds} / {arch}: " + (
+            f"cheapest recipe with a lower 95% bound ≥ +{floor:g}: {best.epochs} epochs, lr {best.lr:g} "
+            f"(+{best['head-room']:.2f} ± {best['± 95% CI']:.2f}, {best['s / p-Model']:.1f} s per p-Model)"
+            if best is not None else f"no recipe reaches a lower 95% bound of +{floor:g}"))
+    shown = table.drop(columns=["low"])
+    prov = artifacts.provenance(config)
+    text = "\n".join([
+        "# Head-room over classifier selection", "",
+        "Fine-tuned p-Model − classifier selection (CS, slice rule), paired over the same tasks of the zoo split,",
+        "for each p-Model recipe (Adam, cosine schedule, flips; initialised from the generic model with the task's",
+        "rows) and each generic-model schedule. It bounds what any generator that imitates the zoo can gain.",
+        "`vs cosine CS`: the same fine-tuned p-Models against the CS of the cosine-annealed generic, so the part",
+        "of a constant-lr generic's head-room that is recalibration, not personalization, is the difference.", "",
+        shown.to_markdown(index=False, floatfmt=".2f"), "",
+        *verdicts, "",
+        f"![head-room vs cost](figures/{figure.name}.png)", "",
+        f"Config `{config}` (hash `{prov['config_hash']}`), commit `{prov['commit']}`, {prov['hardware']}. "
+        "Seconds: wall time per p-Model in one single-threaded job.", ""])
+    artifacts.write_text(text, out)
+    return table
+
+
+def sweep_cells(cfg: dict) -> list[dict]:
+    """The cells a config's `headroom:` section asks for (dataset, arch, schedule, epochs, lr)."""
+    h = cfg.get("headroom") or {}
+    cells = []
+    for ds in h.get("datasets", list(cfg["datasets"])):
+        for arch in h.get("archs", [cfg["archs"][0]]):
+            for schedule, recipes in h.get("recipes", {}).items():
+                for r in recipes:
+                    cells.append({"dataset": ds, "arch": arch, "schedule": schedule, "epochs": int(r["epochs"]),
+                                  "lr": float(r["lr"])})
+    return cells
+
+
+def recipe_from(base: FinetuneConfig, epochs: int, lr: float) -> FinetuneConfig:
+    return replace(base, epochs=epochs, lr=lr)

@@ -1,0 +1,34 @@
+# The claims ledger (benchmarks/claims.py): every testable claim of the two papers with a verdict.
+
+
+def claims_results(wildcards):
+    """Every label's results the config produces: methods, variants, the oracle, and each ablation's rows."""
+    return sorted(
+        set(results(methods=[*METHODS, *VARIANTS, *ORACLE])) | {p for name in ABLATIONS for p in ablation_results(SimpleNamespace(name=name))}
+    )
+
+
+rule claims:
+    input:
+        results=claims_results,
+        efficiency=expand("reports/efficiency-{dataset}-{arch}.md", dataset=DATASETS, arch=ARCHS) if EFFICIENCY else [],
+        headroom="reports/headroom.csv" if HEADROOM else [],
+    output:
+        md="reports/claims.md",
+        csv="reports/claims.csv",
+    log:
+        "data/logs/report/claims.log",
+    benchmark:
+        "data/benchmarks/report/claims.tsv"
+    conda:
+        "../../envs/nndiff.yaml"
+    params:
+        efficiency=lambda w, input: f"--efficiency {' '.join(input.efficiency)}" if input.efficiency else "",
+        headroom=lambda w, input: f"--headroom {input.headroom}" if input.headroom else "",
+        config=workflow.configfiles[-1] if workflow.configfiles else "benchmarks/configs/cpu.yaml",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "nndiff claims {input.results} {params.efficiency} {params.headroom} --config {params.config}"
+        " --out {output.md} > {log} 2>&1"

@@ -1,6 +1,6 @@
 # nndiff-bench: datasets -> tasks -> generic models -> p-Model zoos -> methods -> per-task accuracies -> reports.
-# Run: snakemake --cores 8 reports/table1.md            (profile benchmarks/configs/cpu.yaml)
-#      snakemake --cores 2 reports/table1.md --configfile benchmarks/configs/smoke.yaml
+# Run: snakemake --cores 8 reports/table1.md     (profile cpu: builds results/cpu/table1.md, publishes it to reports/)
+#      snakemake --cores 2 results/smoke/table1.md --configfile benchmarks/configs/smoke.yaml
 
 
 # The cpu profile unless another config file is given: Snakemake would merge a default with --configfile.
@@ -14,6 +14,10 @@ include: "benchmarks/rules/data.smk"
 include: "benchmarks/rules/zoo.smk"
 include: "benchmarks/rules/methods.smk"
 include: "benchmarks/rules/report.smk"
+include: "benchmarks/rules/novelty.smk"
+include: "benchmarks/rules/headroom.smk"
+include: "benchmarks/rules/claims.smk"
+include: "benchmarks/rules/publish.smk"
 
 
 if "glue" in config:
@@ -21,21 +25,37 @@ if "glue" in config:
     include: "benchmarks/rules/glue.smk"
 
 
+# Every report of the profile, written under results/<profile>/ (REPORTS) so that profiles never clobber
+# each other; a profile with `publish:` (cpu: reports/) copies them to that committed folder.
+REPORT_TARGETS = [
+    f"{REPORTS}table1.md",
+    f"{REPORTS}claims.md",
+    *([f"{REPORTS}headroom.md", f"{REPORTS}figures/headroom.png"] if HEADROOM else []),
+    f"{REPORTS}zoo.md",
+    f"{REPORTS}variants.md",
+    *expand(f"{REPORTS}efficiency-{{dataset}}-{{arch}}.md", dataset=DATASETS, arch=ARCHS),
+    *expand(f"{REPORTS}{{name}}_ablation.md", name=ABLATIONS),
+    *[
+        diagnosis
+        for m in ("tina", "cond-pdiff")
+        if m in METHODS and "classifier-selection-slice" in METHODS
+        for diagnosis in diagnostics(m)
+    ],
+    *[
+        f"{REPORTS}autoencoder-cond-pdiff-{d}-{a}.md"
+        for d in DATASETS
+        for a in ARCHS
+        if "cond-pdiff" in METHODS and runs_on("cond-pdiff", a)
+    ],
+    *NOVELTY_REPORTS,  # the generators (tina, cond-pdiff, hypernet) present in the config, with their figures
+    *[r.replace(f"{REPORTS}novelty-", f"{REPORTS}figures/novelty-")[: -len(".md")] + ext for r in NOVELTY_REPORTS for ext in (".png", ".svg")],
+]
+
+
 rule all:
     input:
-        "reports/table1.md",
-        "reports/zoo.md",
-        "reports/variants.md",
-        expand("reports/efficiency-{dataset}-{arch}.md", dataset=DATASETS, arch=ARCHS),
-        expand("reports/{name}_ablation.md", name=ABLATIONS),
-        [
-            diagnostics(m)
-            for m in ("tina", "cond-pdiff")
-            if m in METHODS and "classifier-selection-slice" in METHODS
-        ],
-        [
-            f"reports/autoencoder-cond-pdiff-{d}-{a}.md"
-            for d in DATASETS
-            for a in ARCHS
-            if "cond-pdiff" in METHODS and runs_on("cond-pdiff", a)
-        ],
+        published([*REPORT_TARGETS, f"{REPORTS}index.html"]),
+
+
+# Last: the results page reads rule all's reports.
+include: "benchmarks/rules/site.smk"

@@ -2,16 +2,24 @@
 
 An interrupted job never leaves a file that looks finished: we write to a temporary
 name in the same directory, fsync, then rename (atomic on POSIX).
+
+Artifacts are byte-reproducible: the same inputs, config and seed give the same sha256. `save_torch`
+serializes in memory (the archive's internal name is constant, not the temporary file's), files get the
+permissions of any new file under the umask, and wall-clock timings never go into an artifact: they go
+to a `<file>.timing.json` sidecar (`write_timing` / `read_timing`).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
+import pickle
 import platform
+import secrets
 import subprocess
-import tempfile
+import types
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,12 +28,20 @@ import torch
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
+
+    The temporary file is created empty with mode 0666 minus the umask (0644 under umask 022), like any
+    new file, not mkstemp's 0600; the block may write it by name (truncating keeps the mode)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    while True:
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:  # another writer's temporary name: draw again
+            continue
     os.close(fd)
-    tmp = Path(tmp)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -35,10 +51,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+class _ValuePickler(pickle.Pickler):
+    """Pickles without a memo, so the bytes depend on values only: with one, a string written twice is a
+    back-reference or not depending on whether both are the same object (a resumed run's dict keys come
+    from a checkpoint, an uninterrupted run's from the code). Artifacts hold plain data, never cycles."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fast = True
+
+
+_BY_VALUE = types.ModuleType("pickle_by_value")  # what torch.save takes as its `pickle_module`
+_BY_VALUE.Pickler = _ValuePickler
+
+
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save, atomically. Keep contents to tensors and plain types so `load_torch` stays weights_only."""
+    """torch.save, atomically and byte-reproducibly: equal objects give equal files, whatever the path.
+    Keep contents to tensors and plain types (no timings) so `load_torch` stays weights_only."""
+    buf = io.BytesIO()  # torch.save into a file names the archive after the file; a buffer's is constant
+    torch.save(obj, buf, pickle_module=_BY_VALUE)
+    write_bytes(buf.getvalue(), path)
+
+
+def write_bytes(data: bytes, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(data)
 
 
 def load_torch(path: str | os.PathLike) -> Any:
@@ -56,6 +93,25 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+TIMING_SUFFIX = ".timing.json"
+
+
+def timing_path(path: str | os.PathLike) -> Path:
+    """The wall-clock sidecar of an artifact: `<file>.timing.json` (timings differ run to run; artifacts do not)."""
+    return Path(str(path) + TIMING_SUFFIX)
+
+
+def write_timing(path: str | os.PathLike, **timing: Any) -> None:
+    """Write the timings (seconds, JSON-able) of the artifact at `path` to its sidecar."""
+    write_json(timing, timing_path(path))
+
+
+def read_timing(path: str | os.PathLike) -> dict:
+    """The timings of the artifact at `path`; {} when it has no sidecar (e.g. built before sidecars existed)."""
+    p = timing_path(path)
+    return read_json(p) if p.exists() else {}
 
 
 def config_hash(cfg: Any) -> str:

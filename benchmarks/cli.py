@@ -80,6 +80,7 @@ def cmd_tasks(args) -> None:
 
 
 def cmd_stage1(args) -> None:
+    from benchmarks import artifacts
     from benchmarks.config import Stage1Config
     from benchmarks.datasets import ImageData
     from benchmarks.pmodels import get_arch
@@ -87,15 +88,17 @@ def cmd_stage1(args) -> None:
     device = _setup(args)
     data, arch = ImageData.load(args.images), get_arch(args.arch)
     feats = None if arch.train_backbone_in_stage1 else backbone_features(arch, data.train_x, device)
+    start = time.perf_counter()
     generic = train_generic(arch, data, _train_cfg(args, Stage1Config), seed=args.seed, device=device, features=feats)
+    seconds = time.perf_counter() - start
     model = generic.module().to(device)
     test = data.test_x if arch.train_backbone_in_stage1 else backbone_features(arch, data.test_x, device)
     logits = predict(model if arch.train_backbone_in_stage1 else model.fc, test)
     generic.meta["test_top1"] = 100.0 * (logits.argmax(1) == data.test_y).float().mean().item()
+    artifacts.write_timing(args.out, seconds=seconds)
     generic.save(args.out)
     log.info("generic %s: train acc %.2f%%, test top-1 over %d classes %.2f%% (%.0fs) -> %s", arch.name,
-             100 * generic.meta["train_acc"], len(data.classes), generic.meta["test_top1"], generic.meta["seconds"],
-             args.out)
+             100 * generic.meta["train_acc"], len(data.classes), generic.meta["test_top1"], seconds, args.out)
 
 
 def cmd_features(args) -> None:
@@ -128,11 +131,10 @@ def _features(path, split: str):
 def cmd_finetune(args) -> None:
     import shutil
 
-    from benchmarks import artifacts
     from benchmarks.config import FinetuneConfig
     from benchmarks.datasets import ImageData
     from benchmarks.tasks import get_split, load_tasks
-    from benchmarks.train import Generic, finetune_tasks
+    from benchmarks.train import Generic, finetune_tasks, save_zoo
     device = _setup(args)
     data, generic = ImageData.load(args.images), Generic.load(args.generic)
     tasks = get_split(load_tasks(args.tasks), args.split)[args.shard::args.n_shards]
@@ -141,8 +143,7 @@ def cmd_finetune(args) -> None:
     cfg = _train_cfg(args, FinetuneConfig)
     record = finetune_tasks(generic, data, tasks, cfg, seed=args.seed, device=device, parts_dir=parts,
                             features=_features(args.features, "train"), arch=_arch(args, generic))
-    record["config"] = cfg.__dict__
-    artifacts.save_torch(record, args.out)
+    save_zoo(record, args.out)  # seconds per p-Model go to <out>.timing.json
     shutil.rmtree(parts, ignore_errors=True)
     n = len(tasks)
     log.info("fine-tuned %d p-Models in %.1fs (%.1f per minute); mean train acc %.2f%% -> %s", n,
@@ -151,16 +152,10 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_merge(args) -> None:
-    from benchmarks import artifacts
-    shards = [artifacts.load_torch(p) for p in args.shards]
-    merged = {"arch": shards[0]["arch"], "config": shards[0].get("config"),
-              "task_ids": [t for s in shards for t in s["task_ids"]],
-              "classes": [c for s in shards for c in s["classes"]],
-              "theta": torch.cat([s["theta"] for s in shards]),
-              "train_acc": torch.cat([s["train_acc"] for s in shards]),
-              "seconds": torch.cat([s["seconds"] for s in shards])}
-    artifacts.save_torch(merged, args.out)
-    log.info("merged %d shards: %d p-Models -> %s", len(shards), len(merged["task_ids"]), args.out)
+    from benchmarks.train import load_zoo, merge_zoo, save_zoo
+    merged = merge_zoo([load_zoo(p) for p in args.shards])
+    save_zoo(merged, args.out)
+    log.info("merged %d shards: %d p-Models -> %s", len(args.shards), len(merged["task_ids"]), args.out)
 
 
 def _bench(args, device):
@@ -181,18 +176,56 @@ def _method(args):
     return build_method(args.method, args.options)
 
 
+def _partial_workdir(workdir: Path) -> Path:
+    """Where `fit` writes: `<workdir>.partial`, moved onto `workdir` only once the fit is complete
+    (`_put_in_place`), so a failed or killed fit leaves the last complete state where `generate` reads it.
+    The partial dir outlives a failure, so a method's resume checkpoint in it serves the next try. It starts
+    with the complete state's `state.pt`, hard-linked (`save_state` replaces files, never writes into them), so
+    a method that finds itself fitted with these options already (Tina) does not train again."""
+    from benchmarks import artifacts
+    partial, old = workdir.with_name(f"{workdir.name}.partial"), workdir.with_name(f"{workdir.name}.old")
+    if old.is_dir() and not workdir.exists():  # a move cut between its two renames: `old` is the complete state
+        old.rename(workdir)
+    partial.mkdir(parents=True, exist_ok=True)
+    for name in ("state.pt", f"state.pt{artifacts.TIMING_SUFFIX}"):
+        src, dst = workdir / name, partial / name
+        if src.is_file() and not dst.exists():
+            try:
+                os.link(src, dst)
+            except FileExistsError:  # another torchrun rank linked it first
+                pass
+            except OSError:  # no hard links on this file system: a copy, put in place atomically
+                artifacts.write_bytes(src.read_bytes(), dst)
+    return partial
+
+
+def _put_in_place(partial: Path, workdir: Path) -> None:
+    """Replace `workdir` by the complete `partial`; the previous state goes aside first and is removed last."""
+    import shutil
+    old = workdir.with_name(f"{workdir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if workdir.exists():
+        workdir.rename(old)
+    partial.rename(workdir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def cmd_fit(args) -> None:
     from benchmarks import artifacts
     device = _setup(args)
     bench, method = _bench(args, device), _method(args)
-    start = time.time()
-    method.setup(bench, args.workdir)
-    method.fit(bench, Path(args.workdir))
+    start = time.perf_counter()
+    workdir = Path(args.workdir)
+    partial = _partial_workdir(workdir)  # a failed fit never touches the complete state in `workdir`
+    method.setup(bench, partial)
+    method.fit(bench, partial)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes
         return
-    artifacts.write_json({"method": args.method, "options": args.options, "seconds": time.time() - start,
-                          **artifacts.provenance(args.options)}, args.out or Path(args.workdir) / "fit.json")
-    log.info("fitted %s in %.1fs -> %s", args.method, time.time() - start, args.workdir)
+    _put_in_place(partial, workdir)
+    seconds, out = time.perf_counter() - start, args.out or Path(args.workdir) / "fit.json"
+    artifacts.write_timing(out, seconds=seconds)
+    artifacts.write_json({"method": args.method, "options": args.options, **artifacts.provenance(args.options)}, out)
+    log.info("fitted %s in %.1fs -> %s", args.method, seconds, args.workdir)
 
 
 def cmd_generate(args) -> None:
@@ -200,7 +233,17 @@ def cmd_generate(args) -> None:
     from benchmarks.evaluate import check_vectors
     from benchmarks.tasks import get_split, load_tasks
     from methods.base import Tasks
+    from benchmarks.controls import check_control, generate_with_control
+    # A condition control (config variants' `control`, benchmarks/controls.py) is the harness's, never the
+    # method's: taken out of the options before the method is built; the workflow passes it in the options.
+    args.options = dict(args.options or {})
+    control = check_control(args.options.pop("control", None))
+    if args.control and control and args.control != control:
+        raise ValueError(f"--control {args.control!r} contradicts the options' control {control!r}")
+    control = args.control or control
     if args.prompt is not None or args.image_prompt:
+        if control:
+            raise ValueError("condition controls apply to task splits (--tasks/--split), not to --prompt")
         return _generate_pmodel(args)
     missing = [f"--{n}" for n in ("images", "zoo", "tasks", "split") if getattr(args, n) is None]
     if missing:
@@ -210,14 +253,16 @@ def cmd_generate(args) -> None:
     bench, method = _bench(args, device), _method(args)
     method.setup(bench, args.workdir)
     tasks = Tasks.from_records(get_split(load_tasks(args.tasks), args.split))
-    start = time.time()
-    theta = method.generate(tasks)
-    seconds = time.time() - start
+    start = time.perf_counter()
+    theta = generate_with_control(method, tasks, control, seed=args.seed, label=args.method)  # tasks: true order
+    seconds = time.perf_counter() - start
     check_vectors(theta, len(tasks), method.layout.n_params, method=args.method, task_ids=tasks.ids)
+    artifacts.write_timing(args.out, seconds=seconds)
     artifacts.save_torch({"method": args.method, "split": args.split, "task_ids": tasks.ids,
                           "output_space": method.output_space, "theta": theta.detach().cpu().float(),
-                          "seconds": seconds}, args.out)
-    log.info("generated %d p-Models with %s in %.2fs -> %s", len(tasks), args.method, seconds, args.out)
+                          **({"control": control} if control else {})}, args.out)
+    log.info("generated %d p-Models with %s%s in %.2fs -> %s", len(tasks), args.method,
+             f" under the {control!r} condition control" if control else "", seconds, args.out)
 
 
 def _generate_pmodel(args) -> None:
@@ -249,11 +294,41 @@ def cmd_efficiency(args) -> None:
                           features=bench.train_features)]
     tasks = Tasks.from_records(records)
     for spec in args.methods:
-        method = build_method(spec["method"], spec.get("options", {})).setup(bench, spec["workdir"])
+        options = {k: v for k, v in spec.get("options", {}).items() if k != "control"}  # a control times alike
+        method = build_method(spec["method"], options).setup(bench, spec["workdir"])
         rows += time_generate(spec["label"], method, tasks, args.n_single)
     prov = artifacts.provenance()
     write_efficiency(rows, args.out, header=f"Split `{args.split}`, {len(tasks)} tasks, seed {args.seed}; "
                      f"{prov['hardware']}; commit `{prov['commit']}`.")
+
+
+def cmd_novelty(args) -> None:
+    """Memorization panel (benchmarks/novelty.py): markdown, CSV of the plotted numbers, PNG and SVG figure."""
+    from benchmarks import artifacts
+    from benchmarks.datasets import ImageData
+    from benchmarks.novelty import dataset_of, novelty_table, write_report
+    from benchmarks.tasks import get_split, load_tasks
+    from benchmarks.train import Generic
+    data, generic = ImageData.load(args.images), Generic.load(args.generic)
+    arch = _arch(args, generic)
+    gen, zoo = artifacts.load_torch(args.generated), artifacts.load_torch(args.zoo)
+    if gen.get("output_space", "task") != "task":
+        raise ValueError(f"{args.generated}: novelty compares task-space p-Models; these vectors answer among all "
+                         "classes")
+    by_id = {t["id"]: t for t in get_split(load_tasks(args.tasks), args.split)}
+    missing = [t for t in gen["task_ids"] if t not in by_id]
+    if missing:
+        raise ValueError(f"vectors name tasks not in split {args.split!r}: {missing[:5]}")
+    tasks = [by_id[t] for t in gen["task_ids"]]
+    label = args.label or gen.get("method", "?")
+    table = novelty_table(generic, arch, data.test_x, data.test_y, tasks, gen["theta"], zoo,
+                          features=_features(args.features, "test"), reference_size=args.reference_size)
+    prov = artifacts.provenance()
+    write_report(table, args.out, label=label, arch=arch, split=args.split, dataset=dataset_of(args.generated),
+                 footer=f"Commit `{prov['commit']}`; {prov['hardware']}.")
+    g = table[table.kind == "generated"]
+    log.info("novelty of %s: median distance to the zoo %.4g vs zoo-to-zoo %.4g -> %s", label, g["distance"].median(),
+             table.loc[table.kind == "zoo", "distance"].median(), args.out)
 
 
 def cmd_diagnose(args) -> None:
@@ -338,26 +413,85 @@ def cmd_evaluate(args) -> None:
                   arch=_arch(args, generic))
     df.insert(0, "split", args.split)
     df.insert(0, "method", args.label or vec.get("method", "?"))
+    spread = _collapse_check(df, vec, tasks, _arch(args, generic))
     with artifacts.atomic_path(args.out) as tmp:
         df.to_csv(tmp, index=False)
     s = summarize(df["accuracy"])
     log.info("%s on %s: p-Acc %.2f +- %.2f (95%% CI, n=%d) -> %s", df["method"][0], args.split, s["mean"],
              s["ci95"], s["n"], args.out)
+    if spread and spread["identical"]:
+        log.warning("%s on %s: the generated p-Models are near-identical across tasks (mean pairwise cosine of "
+                    "the heads %.4f > %g): collapsed generator", df["method"][0], args.split,
+                    spread["gen_head_cos"], spread["limit"])
+    if spread and spread["collapse"]:
+        log.warning("%s on %s: p-Acc %.2f +- %.2f reaches chance (%.2f%%): collapse", df["method"][0], args.split,
+                    s["mean"], s["ci95"], spread["chance"])
+
+
+def _collapse_check(df, vec, tasks, arch) -> dict:
+    """Collapse alarm (benchmarks/report.py): head similarity across tasks of task-space vectors, written as
+    columns of the per-task CSV, and whether p-Acc's interval reaches chance."""
+    from benchmarks.report import HEAD_COS_LIMIT, collapse_flags, generated_spread
+    if vec.get("output_space", "task") == "task" and len({len(t["classes"]) for t in tasks}) == 1:
+        for key, value in generated_spread(vec["theta"], arch.layout(len(tasks[0]["classes"]))).items():
+            df[key] = value
+    return {**collapse_flags(df), **({"gen_head_cos": df["gen_head_cos"].iloc[0]} if "gen_head_cos" in df else {}),
+            "limit": HEAD_COS_LIMIT}
 
 
 def cmd_oracle(args) -> None:
     """Fine-tuned p-Models as vectors for the evaluation engine (the upper bound)."""
     from benchmarks import artifacts
     from benchmarks.tasks import get_split, load_tasks
-    rec = artifacts.load_torch(args.finetuned)
+    from benchmarks.train import load_zoo
+    rec = load_zoo(args.finetuned)
     wanted = [t["id"] for t in get_split(load_tasks(args.tasks), args.split)]
     pos = {t: i for i, t in enumerate(rec["task_ids"])}
     missing = [t for t in wanted if t not in pos]
     if missing:
         raise ValueError(f"{len(missing)} task(s) of split {args.split!r} were not fine-tuned, e.g. {missing[:3]}")
-    theta = rec["theta"][[pos[t] for t in wanted]]
+    rows = [pos[t] for t in wanted]
+    if rec["seconds"] is not None:  # fine-tuning seconds per p-Model of these tasks, mean
+        artifacts.write_timing(args.out, seconds=float(rec["seconds"][rows].mean()) if rows else 0.0)
     artifacts.save_torch({"method": "oracle", "split": args.split, "task_ids": wanted, "output_space": "task",
-                          "theta": theta, "seconds": float(rec["seconds"].mean())}, args.out)
+                          "theta": rec["theta"][rows]}, args.out)
+
+
+def cmd_headroom_cell(args) -> None:
+    from benchmarks.config import FinetuneConfig
+    from benchmarks.headroom import run_cell
+    from benchmarks.train import Generic
+    device = _setup(args)
+    df = run_cell(args.images, args.generic, args.tasks, split=args.split, n_tasks=args.n_tasks,
+                  recipe=_train_cfg(args, FinetuneConfig), seed=args.seed, device=device, out=args.out,
+                  arch=_arch(args, Generic.load(args.generic)), features_path=args.features)
+    log.info("head-room %d epochs lr %g: fine-tuned - CS %+.2f over %d tasks -> %s", args.epochs, args.lr,
+             df["gain"].mean(), len(df), args.out)
+
+
+def cmd_headroom_report(args) -> None:
+    from benchmarks.headroom import write_report
+    cells = [dict(zip(("dataset", "arch", "schedule", "epochs", "lr"), spec.split(":")), csv=csv)
+             for spec, csv in zip(args.cell, args.csv)]
+    if len(args.cell) != len(args.csv):
+        raise ValueError("give one --cell DATASET:ARCH:SCHEDULE:EPOCHS:LR per CSV, in the same order")
+    for c in cells:
+        c["epochs"], c["lr"] = int(c["epochs"]), float(c["lr"])
+    write_report(cells, args.out, config=args.config, floor=args.floor)
+
+
+def cmd_claims(args) -> None:
+    from benchmarks.claims import write_ledger
+    table = write_ledger(args.results, args.out, config=args.config,
+                         efficiency=[str(Path(p).with_suffix(".csv")) for p in args.efficiency],
+                         headroom=args.headroom)
+    log.info("claims ledger: %s -> %s", table["verdict"].value_counts().to_dict(), args.out)
+
+
+def cmd_publish(args) -> None:
+    from benchmarks import artifacts
+    artifacts.write_bytes(Path(args.source).read_bytes(), args.dest)
+    log.info("published %s -> %s", args.source, args.dest)
 
 
 def cmd_report(args) -> None:
@@ -417,9 +551,34 @@ def cmd_methods(args) -> None:
 
 
 def cmd_check_config(args) -> None:
-    from benchmarks.config import load_config
-    load_config(args.config)
+    """The whole config, as `snakemake -n` checks it (benchmarks/workflow.py): the schema, then every method's
+    options, variants, ablations, the labels reports name and the splits. Errors are one line naming the file."""
+    import yaml
+
+    from benchmarks.config import profile_path
+    from benchmarks.workflow import check_config
+    path = profile_path(args.config)
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark, start = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        context = f"{e.context} (line {start.line + 1}): " if start and getattr(e, "context", None) else ""
+        raise ValueError(f"{where}: not valid YAML: {context}{getattr(e, 'problem', None) or e}") from None
+    try:
+        check_config(cfg)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     print(f"{args.config}: valid")
+
+
+def cmd_site(args) -> None:
+    from benchmarks.site import write_page
+    out = write_page(args.out, args.reports or None, reports_dir=args.reports_dir)
+    log.info("results page -> %s", out)
+    if args.screenshot:
+        from benchmarks.browser import screenshot
+        log.info("screenshot -> %s", screenshot(out, args.screenshot))
 
 # ----------------------------------------------------------------------------- parser
 
@@ -512,6 +671,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--image-prompt", nargs="+", default=None, metavar="IMG",
                            help="one image per class through CLIP's image encoder (tina fitted with clip)")
             p.add_argument("--descriptions", action="store_true", help="prompt with the classes' descriptions")
+            p.add_argument("--control", default=None, choices=["shuffle", "null"],
+                           help="condition control (benchmarks/controls.py): derange each task's class names "
+                                "(seeded) or blank them before the method sees them; the vectors keep the true order")
         _add_common(p)
         p.set_defaults(func=func)
 
@@ -540,6 +702,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     _add_common(p, seed=False)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("headroom-cell", help="fine-tuned p-Models vs classifier selection for one recipe (paired)")
+    p.add_argument("--images", required=True)
+    p.add_argument("--generic", required=True, help="generic model (its schedule is part of the cell)")
+    p.add_argument("--tasks", required=True)
+    p.add_argument("--split", default="zoo", help="task split to draw from (default zoo: never the reported OOD)")
+    p.add_argument("--n-tasks", type=int, default=24, help="first N tasks of the split (default 24)")
+    p.add_argument("--arch", default=None, choices=sorted(PMODELS), help="p-Model arch (default: the generic's)")
+    p.add_argument("--features", default=None, help="features.pt for head-only archs")
+    p.add_argument("--out", required=True, help="per-task CSV; seconds go to <out>.timing.json")
+    _add_train(p, FinetuneConfig)
+    _add_common(p)
+    p.set_defaults(func=cmd_headroom_cell)
+
+    p = sub.add_parser("headroom-report", help="head-room cells -> reports/headroom.md, .csv and figure")
+    p.add_argument("--cell", nargs="+", required=True, help="DATASET:ARCH:SCHEDULE:EPOCHS:LR, one per CSV")
+    p.add_argument("--csv", nargs="+", required=True)
+    p.add_argument("--floor", type=float, default=1.0, help="head-room lower bound that counts as clear (default 1)")
+    p.add_argument("--config", default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_headroom_report)
+
+    p = sub.add_parser("claims", help="per-task CSVs -> reports/claims.md: each testable claim with a verdict")
+    p.add_argument("results", nargs="+", help="data/<dataset>/<arch>/results/<method>/<split>.csv files")
+    p.add_argument("--efficiency", nargs="*", default=[], help="reports/efficiency-*.md (their .csv is read)")
+    p.add_argument("--headroom", default=None, help="reports/headroom.csv (for the equal-accuracy claim)")
+    p.add_argument("--config", default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_claims)
+
+    p = sub.add_parser("publish", help="copy a profile's report (results/<profile>/...) to its committed folder")
+    p.add_argument("source")
+    p.add_argument("dest")
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("report", help="per-task CSVs -> reports/table1.md and .csv")
     p.add_argument("results", nargs="+", help="CSV files data/<dataset>/<arch>/results/<method>/<split>.csv")
@@ -613,6 +809,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default=None, choices=sorted(PMODELS))
     p.set_defaults(func=cmd_diagnose)
 
+    p = sub.add_parser("novelty", help="generated p-Models vs their nearest zoo p-Models (memorization panel)")
+    for flag in ("--images", "--generic", "--tasks", "--zoo", "--out"):
+        p.add_argument(flag, required=True)
+    p.add_argument("--split", default="ood", help="task split of the generated vectors (default ood)")
+    p.add_argument("--generated", required=True, help="generated vectors of the method on --split")
+    p.add_argument("--label", default=None, help="method label in the report (default: the vectors' method)")
+    p.add_argument("--reference-size", type=int, default=None,
+                   help="zoo p-Models whose nearest other zoo p-Model forms the reference (default all)")
+    p.add_argument("--features", default=None)
+    p.add_argument("--arch", default=None, choices=sorted(PMODELS))
+    p.set_defaults(func=cmd_novelty)
+
+    p = sub.add_parser("site", help="reports/*.md and reports/figures -> one self-contained page, reports/index.html")
+    p.add_argument("reports", nargs="*", help="markdown reports (default: every *.md in --reports-dir)")
+    p.add_argument("--reports-dir", default=None, help="folder of the reports and figures/ (default: that of --out)")
+    p.add_argument("--out", default="reports/index.html")
+    p.add_argument("--screenshot", default=None, help="also save the page's top as PNG (needs /usr/bin/chromium)")
+    p.set_defaults(func=cmd_site)
+
     p = sub.add_parser("methods", help="list registered methods")
     p.set_defaults(func=cmd_methods)
 
@@ -622,14 +837,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _LogFormatter(logging.Formatter):
+    """Timestamped log lines; a user error is one `nndiff: error: ...` line, as argparse writes its own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not getattr(record, "user_error", False):
+            return super().format(record)
+        trace = f"{self.formatException(record.exc_info)}\n" if record.exc_info else ""  # -v only
+        return f"{trace}nndiff: error: {record.getMessage()}"
+
+
+def _user_error(e: BaseException) -> str | None:
+    """The one-line message of an error raised for the user (bad input, a missing file, broken YAML), or None for
+    anything else: a bug keeps its traceback. A KeyError counts only when raised on purpose, with a sentence; a
+    failed lookup carries just the key."""
+    import yaml
+    if isinstance(e, KeyError):
+        text = e.args[0] if len(e.args) == 1 and isinstance(e.args[0], str) and " " in e.args[0] else None
+    elif isinstance(e, yaml.YAMLError):
+        mark = getattr(e, "problem_mark", None)
+        text = f"not valid YAML (line {mark.line + 1}, column {mark.column + 1}): {e.problem}" if mark else str(e)
+    elif isinstance(e, (ValueError, FileNotFoundError, RuntimeError)):  # json.JSONDecodeError is a ValueError
+        text = str(e)
+    else:
+        text = None
+    return " ".join(text.splitlines()) if text is not None else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     try:
         args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
-        log.error("%s", e)
+    except Exception as e:
+        message = _user_error(e)
+        if message is None:
+            raise
+        # one line; the traceback too with -v (through the `nndiff` logger, so callers and tests see it)
+        log.error("%s", message, exc_info=args.verbose, extra={"user_error": True})
         return 2
     return 0
 

@@ -28,6 +28,8 @@ class Stage1Config:
     weight_decay: float = 0.0
     batch_size: int = 128  # 15 epochs on Mini-ImageNet-32: top-1 16.8% at 128 / 6e-3 vs 7.5%->13% at 256 / 3e-3
     augment: str = "flip"  # none | flip | crop-flip; crops made the 5K CNN underfit (README, "Recipe")
+    schedule: str = "cosine"  # cosine (annealed to 0) | constant | wsd (constant, the last 20% annealed);
+    # an un-annealed head can inflate a method's margin over classifier selection (reports/headroom.md)
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -65,4 +66,6 @@ def write_efficiency(rows: list[Timed], out: str, *, header: str) -> pd.DataFram
                       "were taken on a GPU with hardware unstated; compare the ordering, not the seconds.", "",
                       df.to_markdown(index=False, floatfmt=".3f"), "", header, ""])
     artifacts.write_text(text, out)
+    with artifacts.atomic_path(Path(out).with_suffix(".csv")) as tmp:  # the numbers, for the claims ledger
+        df.to_csv(tmp, index=False)
     return df

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import glob
+import logging
+import math
 import re
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import yaml
 
 from benchmarks import artifacts
 from benchmarks.evaluate import paired, summarize
+
+log = logging.getLogger("nndiff.report")
 
 # Tina Table 1 (CNN / ResNet), printed beside ours; keys (method, dataset, arch, split).
 _T1 = {
@@ -54,7 +58,8 @@ def summary_table(df: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame
     for (ds, arch, split, method), g in df.groupby(["dataset", "arch", "split", "method"], sort=False):
         s = summarize(g["accuracy"])
         row = {"dataset": ds, "arch": arch, "split": split, "method": method, **s,
-               "paper": PAPER_TABLE1.get((method.removesuffix("-slice"), ds, arch, split)) if not method.endswith("-slice") else None}
+               "paper": PAPER_TABLE1.get((method.removesuffix("-slice"), ds, arch, split)) if not method.endswith("-slice") else None,
+               **collapse_flags(g, s)}
         base = df[(df.dataset == ds) & (df.arch == arch) & (df.split == split) & (df.method == baseline)]
         if method != baseline and len(base):
             d = paired(g, base)
@@ -63,11 +68,68 @@ def summary_table(df: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+# ----------------------------------------------------------------------------- collapse alarm
+# A row whose p-Acc interval reaches chance (100/K), or a generator that writes (almost) the same p-Model for
+# every task, has collapsed: its mean says little about personalization. Both are marked in every table.
+COLLAPSE_MARK = "⚠ collapse"
+IDENTICAL_MARK = "⚠ identical"
+HEAD_COS_LIMIT = 0.99  # mean pairwise cosine of the generated heads of different tasks above it: one p-Model
+COLLAPSE_LEGEND = (f"{COLLAPSE_MARK}: the 95% interval of p-Acc reaches chance (100/K for K-class tasks) or lies "
+                   f"below it. {IDENTICAL_MARK}: the generated p-Models are near-identical across tasks (mean "
+                   f"pairwise cosine similarity of their classifier heads, in prompt order, > {HEAD_COS_LIMIT}).")
+
+
+def generated_spread(theta, layout) -> dict:
+    """How different a split's generated task-space p-Models are (cheap; logged and written by `evaluate`):
+    `gen_head_cos`, the mean cosine similarity of the flattened classifier heads (rows in prompt order, with
+    biases) over pairs of different tasks, and `gen_spread`, the mean over coordinates of the std across tasks."""
+    import torch
+    theta = theta.float()
+    if theta.shape[0] < 2:
+        return {"gen_head_cos": math.nan, "gen_spread": math.nan}
+    heads = torch.nn.functional.normalize(layout.head_rows(theta).flatten(1), dim=1)
+    sim = heads @ heads.T
+    n = len(sim)
+    cos = (sim.sum() - sim.diagonal().sum()) / (n * (n - 1))
+    return {"gen_head_cos": float(cos), "gen_spread": float(theta.std(dim=0).mean())}
+
+
+def chance_level(df: pd.DataFrame) -> float:
+    """Mean chance accuracy (%) over the tasks of a per-task result frame: 100/K, K from its `classes`."""
+    if "classes" not in df or not len(df):
+        return math.nan
+    return float((100.0 / df["classes"].astype(str).str.count(r"\|").add(1)).mean())
+
+
+def collapse_flags(g: pd.DataFrame, s: dict | None = None) -> dict:
+    """chance, collapse (the 95% interval reaches chance) and identical (near-identical generated p-Models)."""
+    s = s or summarize(g["accuracy"])
+    chance = chance_level(g)
+    low = s["mean"] - s["ci95"] if pd.notna(s["ci95"]) else s["mean"]
+    cos = g["gen_head_cos"].dropna() if "gen_head_cos" in g else pd.Series(dtype=float)
+    return {"chance": chance, "collapse": bool(pd.notna(chance) and s["n"] > 1 and low <= chance),
+            "identical": bool(len(cos) and cos.max() > HEAD_COS_LIMIT)}
+
+
+def _marks(r) -> str:
+    return (f" {COLLAPSE_MARK}" if r.get("collapse") is True else "") + \
+        (f" {IDENTICAL_MARK}" if r.get("identical") is True else "")
+
+
+def _warn_collapsed(summary: pd.DataFrame, where: str) -> list[str]:
+    """WARNING lines (logged) for flagged rows; the markdown legend when any row is flagged."""
+    flagged = summary[summary["collapse"] | summary["identical"]]
+    for _, r in flagged.iterrows():
+        log.warning("%s: %s on %s / %s / %s:%s (p-Acc %.2f ± %.2f, chance %.2f)", where, r["method"], r["dataset"],
+                    r["arch"], r["split"], _marks(r), r["mean"], r["ci95"], r["chance"])
+    return [COLLAPSE_LEGEND, ""] if len(flagged) else []
+
+
 def _cell(r) -> str:
     text = f"{r['mean']:.2f} ± {r['ci95']:.2f} (n={r['n']})"
     if pd.notna(r.get("paper")):
         text += f" [paper {r['paper']:.2f}]"
-    return text
+    return text + _marks(r)
 
 
 def _stage_times(paths: list[str]) -> pd.DataFrame:
@@ -95,6 +157,19 @@ def _row_rank(label: str) -> tuple:
     return label == "oracle", known, base, label != base, label
 
 
+def _control_lines(cfg: dict, labels) -> list[str]:
+    """What the condition-control variants in the table are (benchmarks/controls.py)."""
+    controls = {label: v["control"] for label, v in (cfg.get("variants") or {}).items()
+                if isinstance(v, dict) and v.get("control") and label in set(labels)}
+    what = {"shuffle": "each task's class names deranged (seeded) before generation",
+            "null": "every class name replaced by the empty string"}
+    if not controls:
+        return []
+    return ["Condition controls (judged against the true class order; a generator that reads its prompt should "
+            "fall to chance, 100/K): " + "; ".join(f"`{label}`: {what.get(c, c)}" for label, c in controls.items())
+            + "."]
+
+
 def write_table1(results: list[str], out: str, *, config: str, stage_times: list[str] = (),
                  title: str = "Table 1: personalization accuracy (p-Acc, %)") -> pd.DataFrame:
     df = load_results(results)
@@ -114,8 +189,10 @@ def write_table1(results: list[str], out: str, *, config: str, stage_times: list
         "`-slice` keeps only the task's rows. `oracle` = p-Models fine-tuned on each evaluated task.",
         *(["`<method>@<variant>` reuses the method's fit with generate-time options changed (config `variants:`);",
            "`cond-pdiff` keeps the best of K candidates on a few train images (the paper's rule), `@first` and",
-           "`@mean` are the rules that use no task data."] if any("@" in m for m in wide.index) else []), "",
+           "`@mean` are the rules that use no task data."] if any("@" in m for m in wide.index) else []),
+        *_control_lines(cfg, wide.index), "",
         wide.reset_index().to_markdown(index=False), "",
+        *_warn_collapsed(summary, title),
         f"## Paired difference to `{paired_baseline(summary['method'])}` (same tasks)", "",
         "Method minus baseline per task, mean and 95% CI over tasks: the head-room above classifier selection",
         "is a few points, so only paired intervals rank methods reliably.", "",
@@ -140,14 +217,14 @@ def write_zoo_report(entries: list[dict], out: str, *, config: str) -> pd.DataFr
     engine, on each task's test images) and the fine-tuning throughput.
 
     entries: [{"generic": path, "zoo": path, "accuracy": zoo CSV path}]"""
-    from benchmarks.train import Generic
+    from benchmarks.train import Generic, load_zoo
     rows = []
     for e in entries:
         m = re.search(r"data/(?P<dataset>[^/]+)/(?P<arch>[^/]+)/", str(e["accuracy"]))
         generic = Generic.load(e["generic"])
-        zoo = artifacts.load_torch(e["zoo"])
+        zoo = load_zoo(e["zoo"])  # seconds per p-Model from its timing sidecar (NaN if it has none)
         acc = summarize(pd.read_csv(e["accuracy"])["accuracy"])
-        seconds = float(zoo["seconds"].sum())
+        seconds = float(zoo["seconds"].sum()) if zoo["seconds"] is not None else float("nan")
         rows.append({"dataset": m["dataset"], "arch": m["arch"], "classes": len(generic.classes),
                      "generic top-1 (all classes)": generic.meta.get("test_top1"),
                      "p-Models": len(zoo["task_ids"]), "zoo p-Acc mean": acc["mean"], "std": acc["std"],
@@ -178,7 +255,7 @@ def write_ablation(results: list[str], out: str, *, config: str, name: str) -> p
     base, splits = spec["base"], spec.get("splits", ["id", "ood"])
     references = [(label, {"factor": "reference", "options": {}}) for label in spec.get("references", [])]
     settings = [(base, {"factor": "base", "options": {}}), *references, *spec["rows"].items()]
-    lines_rows = []
+    lines_rows, flagged = [], False
     for label, row in settings:
         options = ", ".join(f"{k}={v}" for k, v in row.get("options", {}).items())
         entry = {"factor": row["factor"], "label": f"`{label}`",
@@ -191,7 +268,11 @@ def write_ablation(results: list[str], out: str, *, config: str, name: str) -> p
                 entry[split.upper()], entry[f"Δ {split.upper()}"] = "not run" if produced else "n/a", ""
                 continue
             s = summarize(g["accuracy"])
-            entry[split.upper()] = f"{s['mean']:.2f} ± {s['ci95']:.2f} (n={s['n']})"
+            flags = collapse_flags(g, s)
+            flagged |= flags["collapse"] or flags["identical"]
+            if flags["collapse"] or flags["identical"]:
+                log.warning("ablation %s: %s on %s:%s", name, label, split, _marks(flags))
+            entry[split.upper()] = f"{s['mean']:.2f} ± {s['ci95']:.2f} (n={s['n']})" + _marks(flags)
             d = paired(g, b) if label != base and len(b) else None
             entry[f"Δ {split.upper()}"] = f"{d['mean']:+.2f} ± {d['ci95']:.2f}" if d else ""
         lines_rows.append(entry)
@@ -205,6 +286,7 @@ def write_ablation(results: list[str], out: str, *, config: str, name: str) -> p
              "`not run`: no results were given for it. "
              "`reference` rows are other methods on the same tasks, for scale.", "",
              table.to_markdown(index=False), "",
+             *([COLLAPSE_LEGEND, ""] if flagged else []),
              f"Base options: `{base_opts}`.", "",
              *([spec["note"].strip(), ""] if spec.get("note") else []),
              f"Profile `{cfg.get('profile')}` (config `{config}`, hash `{prov['config_hash']}`), seed {cfg.get('seed')}, "

@@ -7,6 +7,7 @@ from (seed, task id), which makes a p-Model independent of which shard or resume
 from __future__ import annotations
 
 import hashlib
+import math
 import logging
 import time
 from dataclasses import dataclass
@@ -41,6 +42,22 @@ def derive_seed(seed: int, *keys: object) -> int:
 
 
 AUGMENTATIONS = ("none", "flip", "crop-flip")
+SCHEDULES = ("cosine", "constant", "wsd")
+WSD_DECAY = 0.2  # "wsd": warm-up-stable-decay (MiniCPM, Hu et al. 2024) without warm-up: the last 20% anneal
+
+
+def lr_factor(schedule: str, steps: int):
+    """Step -> lr multiplier. cosine: from 1 to 0 over `steps`; constant: 1; wsd: 1, then a cosine to 0 over
+    the last WSD_DECAY of the steps (the high lr trains longer, the short anneal still calibrates the head)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    stable = 0 if schedule == "cosine" else steps if schedule == "constant" else int(steps * (1 - WSD_DECAY))
+
+    def factor(step: int) -> float:
+        if step < stable:
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(step - stable, steps - stable) / max(steps - stable, 1)))
+    return factor
 
 
 def augment(x: Tensor, gen: torch.Generator, mode: str = "crop-flip", pad: int = 4) -> Tensor:
@@ -65,14 +82,15 @@ def augment(x: Tensor, gen: torch.Generator, mode: str = "crop-flip", pad: int =
 
 def fit(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, lr: float, weight_decay: float,
         batch_size: int, augment_images: str, gen: torch.Generator, params=None,
-        desc: str | None = None) -> float:
-    """Adam with a cosine schedule over `epochs`; x is uint8 images or float features. Returns train accuracy
-    of the last epoch."""
+        desc: str | None = None, schedule: str = "cosine") -> float:
+    """Adam with a cosine schedule over `epochs` (or `schedule` constant | wsd); x is uint8 images or float features.
+    Returns train accuracy of the last epoch."""
     device = next(model.parameters()).device
     params = list(params if params is not None else model.parameters())
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     steps = epochs * -(-len(x) // batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1)) if schedule == "cosine"  # the zoo's
+             else torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(schedule, max(steps, 1))))
     images = x.dtype == torch.uint8
     model.train()
     correct = total = 0
@@ -152,7 +170,6 @@ def train_generic(arch: PModelArch, images, cfg: Stage1Config, *, seed: int, dev
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = arch.build(len(images.classes)).to(device)
-    start = time.time()
     if arch.train_backbone_in_stage1:
         x, trained = images.train_x, model
     else:
@@ -160,9 +177,9 @@ def train_generic(arch: PModelArch, images, cfg: Stage1Config, *, seed: int, dev
             raise ValueError(f"{arch.name}: stage 1 trains only the head and needs backbone features")
         x, trained = features, model.fc
     acc = fit(trained, x, images.train_y, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-              batch_size=cfg.batch_size, augment_images=cfg.augment, gen=gen, desc="stage1")
+              batch_size=cfg.batch_size, augment_images=cfg.augment, gen=gen, desc="stage1", schedule=cfg.schedule)
     state = {n: t.detach().cpu() for n, t in model.state_dict().items()}
-    meta = {"train_acc": acc, "seconds": time.time() - start, "seed": seed, "config": cfg.__dict__}
+    meta = {"train_acc": acc, "seed": seed, "config": cfg.__dict__}  # no wall time: the caller's timing sidecar
     return Generic(arch, list(images.classes), state, meta)
 
 @torch.no_grad()
@@ -229,7 +246,8 @@ def finetune_tasks(generic: Generic, images, tasks: list[dict], cfg: FinetuneCon
                    device: torch.device, parts_dir: Path, features: Tensor | None = None,
                    arch: PModelArch | None = None) -> dict:
     """Fine-tune a list of tasks, one atomic part file per task under `parts_dir`; finished parts are
-    skipped, so a killed run resumes where it stopped. Returns the assembled record."""
+    skipped, so a killed run resumes where it stopped (and `save_zoo` then writes the same bytes as an
+    uninterrupted run). Returns the assembled zoo record (`zoo_record`)."""
     arch = arch or generic.arch
     index = {c: i for i, c in enumerate(generic.classes)}
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -237,19 +255,66 @@ def finetune_tasks(generic: Generic, images, tasks: list[dict], cfg: FinetuneCon
     for task in tqdm(tasks, desc="finetune", unit="p-Model"):
         part = parts_dir / f"{task['id']}.pt"
         if not part.exists():
-            start = time.time()
+            start = time.perf_counter()
             idx = [index[c] for c in task["classes"]]
             theta, acc = finetune_task(generic, images.train_x, images.train_y, idx, cfg,
                                        seed=derive_seed(seed, "finetune", task["id"]), device=device,
                                        features=features, arch=arch)
             if not torch.isfinite(theta).all():
                 raise FloatingPointError(f"fine-tuning task {task['id']} produced NaN/inf weights; lower the lr")
-            artifacts.save_torch({"theta": theta, "train_acc": acc, "seconds": time.time() - start}, part)
+            artifacts.write_timing(part, seconds=time.perf_counter() - start)  # before the part: it marks done
+            artifacts.save_torch({"theta": theta, "train_acc": acc}, part)
         rec = artifacts.load_torch(part)
         thetas.append(rec["theta"])
         accs.append(rec["train_acc"])
-        secs.append(rec["seconds"])
-    return {"arch": arch.name, "task_ids": [t["id"] for t in tasks],
-            "classes": [list(t["classes"]) for t in tasks],
-            "theta": torch.stack(thetas) if thetas else torch.zeros(0, arch.layout(10).n_params),
-            "train_acc": torch.tensor(accs, dtype=torch.float64), "seconds": torch.tensor(secs, dtype=torch.float64)}
+        secs.append(artifacts.read_timing(part).get("seconds", rec.get("seconds", float("nan"))))
+    return zoo_record(arch.name, [t["id"] for t in tasks], [t["classes"] for t in tasks],
+                      torch.stack(thetas) if thetas else torch.zeros(0, arch.layout(10).n_params), accs,
+                      config=dict(cfg.__dict__), seconds=secs)
+
+# ----------------------------------------------------------------------------- the zoo record: its one format
+# A fine-tuned record (a shard, a merged split, the zoo) is made, merged, saved and loaded only here.
+# The file holds ZOO_FIELDS and nothing that varies from run to run; the per-p-Model wall-clock seconds
+# live in memory as `seconds` and on disk in the `<file>.timing.json` sidecar.
+
+ZOO_FIELDS = ("arch", "config", "task_ids", "classes", "theta", "train_acc")
+
+
+def zoo_record(arch: str | None, task_ids: list[str], classes: list[list[str]], theta: Tensor, train_acc, *,
+               config: dict | None = None, seconds=None) -> dict:
+    """theta [n, n_params]; train_acc and seconds one per p-Model (seconds may be None: unknown)."""
+    return {"arch": arch, "config": config, "task_ids": list(task_ids), "classes": [list(c) for c in classes],
+            "theta": theta, "train_acc": torch.as_tensor(train_acc, dtype=torch.float64),
+            "seconds": None if seconds is None else torch.as_tensor(seconds, dtype=torch.float64)}
+
+
+def save_zoo(record: dict, path) -> None:
+    """The record's ZOO_FIELDS to `path` (byte-reproducible), its seconds to `<path>.timing.json`."""
+    if record.get("seconds") is not None:
+        artifacts.write_timing(path, seconds=[float(s) for s in record["seconds"]])
+    else:  # unknown: no stale sidecar of an earlier build may speak for this one
+        artifacts.timing_path(path).unlink(missing_ok=True)
+    artifacts.save_torch({k: record.get(k) for k in ZOO_FIELDS}, path)
+
+
+def load_zoo(path) -> dict:
+    """A record written by `save_zoo`, with `seconds` from its sidecar (None if it has none; a file written
+    before sidecars existed keeps the seconds it holds)."""
+    d = artifacts.load_torch(path)
+    seconds = artifacts.read_timing(path).get("seconds", d.get("seconds"))
+    return zoo_record(d.get("arch"), d["task_ids"], d["classes"], d["theta"], d["train_acc"], config=d.get("config"),
+                      seconds=seconds)
+
+
+def merge_zoo(records: list[dict]) -> dict:
+    """Concatenate records (shards) in order; they must share the arch. Seconds are kept if every one has them."""
+    if not records:
+        raise ValueError("nothing to merge: give at least one fine-tuned record")
+    archs = list(dict.fromkeys(r["arch"] for r in records))
+    if len(archs) > 1:
+        raise ValueError(f"cannot merge records of different archs {archs}")
+    secs = [r.get("seconds") for r in records]
+    return zoo_record(archs[0], [t for r in records for t in r["task_ids"]], [c for r in records for c in r["classes"]],
+                      torch.cat([r["theta"] for r in records]), torch.cat([r["train_acc"] for r in records]),
+                      config=records[0].get("config"),
+                      seconds=None if any(s is None for s in secs) else torch.cat(secs))

@@ -7,7 +7,10 @@ in the p-Model's flat layout. The harness evaluates the vectors, so every method
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +20,7 @@ from torch import Tensor
 
 from benchmarks import artifacts
 from benchmarks.pmodels import Layout, PModelArch
-from benchmarks.train import Generic
+from benchmarks.train import Generic, load_zoo
 
 
 @dataclass
@@ -34,8 +37,9 @@ class Zoo:
 
     @classmethod
     def load(cls, path) -> "Zoo":
-        d = artifacts.load_torch(path)
-        return cls(list(d["task_ids"]), [list(c) for c in d["classes"]], d["theta"], d["train_acc"])
+        """A fine-tuned record (benchmarks.train.save_zoo: the zoo file's one format)."""
+        d = load_zoo(path)
+        return cls(d["task_ids"], d["classes"], d["theta"], d["train_acc"])
 
 
 @dataclass
@@ -100,6 +104,95 @@ class Bench:
         return self.encoder(spec["name"], **spec.get("options", {}))
 
 
+# ----------------------------------------------------------------------------- method options
+
+OPTION = "nndiff.option"  # dataclass field metadata key of an `OptionRule`
+
+
+@dataclass(frozen=True)
+class OptionRule:
+    """What a method option accepts beyond its annotated type; read by `Method.check_options`, so a config is
+    checked in full before any job starts (`nndiff check-config`, `snakemake -n`)."""
+
+    choices: tuple | None = None  # the valid values (of each item, for a list option)
+    min: float | None = None  # inclusive bounds (of each item, for a list option)
+    max: float | None = None
+    above: float | None = None  # exclusive lower bound: a learning rate must be > 0
+    generate: bool = False  # the fit ignores it (sampling, selection, bookkeeping): a variant may change it
+    help: str = ""
+
+
+def option(default: Any = dataclasses.MISSING, *, choices=None, min=None, max=None, above=None,  # noqa: A002
+           generate: bool = False, help: str = "") -> Any:
+    """A `Config` field with its constraints, e.g. `lr: float = option(4e-4, above=0)` or
+    `sampler: str = option("ddim", choices=SAMPLERS, generate=True)` (see `OptionRule`)."""
+    rule = OptionRule(tuple(choices) if choices is not None else None, min, max, above, generate, help)
+    if isinstance(default, (list, dict, set)):  # a mutable default: every Config gets its own copy
+        return field(default_factory=lambda: copy.copy(default), metadata={OPTION: rule})
+    return field(default=default, metadata={OPTION: rule})
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether `value` (as JSON/YAML gives it) fits a Config annotation. An int is a float; a bool is no int;
+    a list is a tuple. Annotations this does not know are not checked."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is typing.Literal:
+        return value in args
+    if hint in (list, tuple) or origin in (list, tuple):
+        items = [a for a in args if a is not Ellipsis]
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and items and Ellipsis not in args:  # tuple[int, str]: fixed length
+            return len(value) == len(items) and all(_accepts(a, v) for a, v in zip(items, value))
+        return all(_accepts(items[0] if items else Any, v) for v in value)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    if typing.get_origin(hint) in (list, tuple):
+        items = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return f"a list of {_type_name(items[0])}" if items else "a list"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _option_problem(name: str, value: Any, hint: Any, rule: OptionRule | None) -> str | None:
+    """What is wrong with one option value, as the end of a one-line message; None if nothing."""
+    if not _accepts(hint, value):
+        return f"{name} must be {_type_name(hint)}, got {value!r} ({type(value).__name__})"
+    if rule is None or value is None:
+        return None
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if rule.choices is not None and v not in rule.choices:
+            return f"unknown {name} {v!r}; valid: {list(rule.choices)}"
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if rule.min is not None and v < rule.min:
+            return f"{name} must be >= {rule.min}, got {v!r}"
+        if rule.max is not None and v > rule.max:
+            return f"{name} must be <= {rule.max}, got {v!r}"
+        if rule.above is not None and v <= rule.above:
+            return f"{name} must be > {rule.above}, got {v!r}"
+    return None
+
+
 class Method:
     """Base class of every method plugin. Subclasses set `name`, a `Config` dataclass, `fit` and `generate`."""
 
@@ -111,16 +204,40 @@ class Method:
         pass
 
     def __init__(self, config: dict | Any | None = None):
+        where = f"method {self.name!r}"
         if config is None or isinstance(config, dict):
-            fields = {f.name for f in dataclasses.fields(self.Config)}
-            unknown = sorted(set(config or {}) - fields)
-            if unknown:
-                raise ValueError(f"method {self.name!r}: unknown options {unknown}; valid: {sorted(fields)}")
+            self.check_options(config or {}, where)
             config = self.Config(**(config or {}))
+        elif isinstance(config, self.Config):  # built in Python: the same checks as a config file's options
+            self.check_options({f.name: getattr(config, f.name) for f in dataclasses.fields(config)}, where)
         self.config = config
         self.bench: Bench | None = None
         self.workdir: Path | None = None
         self._state: dict | None = None
+
+    @classmethod
+    def check_options(cls, options: dict, where: str) -> None:
+        """Check options by name, type (the Config annotation) and `option()` rule, before anything runs.
+
+        Raises ValueError with one line starting with `where` (a config key path, e.g. "methods.tina")."""
+        fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise ValueError(f"{where}: unknown options {unknown}; valid: {sorted(fields)}")
+        try:
+            hints = typing.get_type_hints(cls.Config)
+        except Exception:  # an annotation a plugin cannot resolve here: names and rules are still checked
+            hints = {}
+        for name, value in options.items():
+            problem = _option_problem(name, value, hints.get(name, Any), fields[name].metadata.get(OPTION))
+            if problem:
+                raise ValueError(f"{where}: {problem}")
+
+    @classmethod
+    def generate_options(cls) -> tuple[str, ...]:
+        """Options only `generate` reads (marked `option(..., generate=True)`): a variant may change them and
+        still reuse its base's fit."""
+        return tuple(f.name for f in dataclasses.fields(cls.Config) if f.metadata.get(OPTION, OptionRule()).generate)
 
     def setup(self, bench: Bench, workdir: str | Path) -> "Method":
         """Called by the harness before `fit` and before `generate` (which may run in a fresh process)."""
@@ -142,8 +259,13 @@ class Method:
 
     # -- state that `generate` reads back, possibly in another process
     def save_state(self, **state: Any) -> None:
+        """Save tensors and plain values, no wall-clock times (`save_timing`): the same fit, the same bytes."""
         artifacts.save_torch(state, self.workdir / "state.pt")
         self._state = dict(state)  # generate() in this process needs no reload
+
+    def save_timing(self, **timing: Any) -> None:
+        """Wall-clock seconds of the fit (JSON-able), kept beside the state in `state.pt.timing.json`."""
+        artifacts.write_timing(self.workdir / "state.pt", **timing)
 
     @property
     def state(self) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from methods.base import Bench, Method, Tasks
+from methods.base import Bench, Method, Tasks, option
 
 RULES = ("mask", "slice")
 
@@ -20,12 +20,12 @@ class ClassifierSelection(Method):
 
     @dataclass
     class Config:
-        rule: str = "mask"  # paper A.4 zeroes the other rows; "slice" answers among the task's classes only
+        # paper A.4 zeroes the other rows; "slice" answers among the task's classes only. The fit (the generic
+        # model's rows) is the same for both, so a variant may change the rule.
+        rule: str = option("mask", choices=RULES, generate=True)
 
     def __init__(self, config=None):
         super().__init__(config)
-        if self.config.rule not in RULES:
-            raise ValueError(f"classifier-selection rule must be one of {RULES}, got {self.config.rule!r}")
         self.output_space = "all" if self.config.rule == "mask" else "task"
 
     def fit(self, bench: Bench, workdir: Path) -> None:

@@ -73,7 +73,7 @@ from benchmarks import artifacts
 from benchmarks.encoders import class_prompt
 from benchmarks.pmodels import Layout, to_float
 from benchmarks.train import derive_seed
-from methods.base import Bench, Method, Tasks
+from methods.base import Bench, Method, Tasks, option
 from methods.cond_pdiff_net import CondUNet1D, ParamAutoencoder
 from methods.diffusion import DiffusionConfig, SAMPLERS, make_scheduler, noised, sample
 
@@ -319,71 +319,66 @@ class CondPDiff(Method):
     @dataclass
     class Config:
         # condition (paper 3.3, Table 4b)
-        condition: str = "text"  # text | class-tokens | text+fewshot | one-hot (see module docstring)
-        text_pool: str = "joined"  # joined: one task-description string (paper); mean: mean of class names
-        fewshot_shots: int = 2  # paper: "two-shot examples"
-        fewshot_pool: int = 64  # train images per class the shots are drawn from
+        # text | class-tokens | text+fewshot | one-hot (see module docstring)
+        condition: str = option("text", choices=CONDITIONS)
+        # joined: one task-description string (paper); mean: mean of class names
+        text_pool: str = option("joined", choices=TEXT_POOLS)
+        fewshot_shots: int = option(2, min=1)  # paper: "two-shot examples"
+        fewshot_pool: int = option(64, min=1)  # train images per class the shots are drawn from
         # normalization (paper 3.2, Table 4a)
-        norm: str = "per-layer"  # per-layer | global | task (ID-only oracle, paper) | none
+        norm: str = option("per-layer", choices=NORMS)  # per-layer | global | task (ID-only oracle, paper) | none
         # what is generated (paper Table 4c, 3a)
         layers: tuple[str, ...] = ()  # layer names (e.g. ["fc"] or ["conv2", "fc"]); empty: every personalized
         # layer. Layers left out come from classifier selection (generic head rows, LoRA B = 0).
-        zoo_size: int = 0  # fit on the first N zoo p-Models (0: all); the zoo-size ablation
+        zoo_size: int = option(0, min=0)  # fit on the first N zoo p-Models (0: all); the zoo-size ablation
         # autoencoder (paper 3.2; official: fold 5, 4 levels = 625x, which leaves 2 latent positions for 1.2k params)
         # Latent = latent_channels * n / fold**ae_layers. This zoo holds ONE p-Model per task, so it is about
         # N-dimensional (Caltech LoRA zoo, 303 x 1,206: PCA needs 76 dims for 79% of the variance, 200 for 98%),
         # unlike the paper's 150-200 near-identical checkpoints per task. Measured AE reconstruction MSE after
         # 1k steps (normalized units): fold 4 / 3 levels (76 dims) 0.20, and the zoo p-Models lose 16 points
         # of accuracy through it; fold 4 / 2 levels (304 dims) 0.096; fold 2 / 3 levels (604 dims) 0.053.
-        fold: int = 2
-        ae_layers: int = 3
-        ae_width: int = 32  # hidden channels
-        latent_channels: int = 4  # official: 4
-        input_noise: float = 1e-3  # paper 4.1: Gaussian noise amplitude 0.001
-        latent_noise: float = 1e-3  # paper 4.1 (the official code uses 0.1)
-        ae_steps: int = 3000  # official: 10k epochs over the checkpoints; CPU-scale default
-        ae_lr: float = 3e-3  # converges ~2x faster than 1e-3 at these budgets (measured with the numbers above)
+        fold: int = option(2, min=2)
+        ae_layers: int = option(3, min=1)
+        ae_width: int = option(32, min=1)  # hidden channels
+        latent_channels: int = option(4, min=1)  # official: 4
+        input_noise: float = option(1e-3, min=0)  # paper 4.1: Gaussian noise amplitude 0.001
+        latent_noise: float = option(1e-3, min=0)  # paper 4.1 (the official code uses 0.1)
+        ae_steps: int = option(3000, min=0)  # official: 10k epochs over the checkpoints; CPU-scale default
+        # converges ~2x faster than 1e-3 at these budgets (measured with the numbers above)
+        ae_lr: float = option(3e-3, above=0)
         # conditional denoiser (paper 3.3: 1D-conv UNet, epsilon prediction)
-        unet_width: int = 64  # official channels 64..512 without down-sampling; ours: 2 levels
-        unet_mults: tuple[int, ...] = (1, 2)
-        emb_dim: int = 128
-        diffusion_steps: int = 6000  # official: 12k epochs; CPU-scale default
+        unet_width: int = option(64, min=1)  # official channels 64..512 without down-sampling; ours: 2 levels
+        unet_mults: tuple[int, ...] = option((1, 2), min=1)
+        emb_dim: int = option(128, min=1)
+        diffusion_steps: int = option(6000, min=0)  # official: 12k epochs; CPU-scale default
         # optimization (paper's configs; REFERENCE-CODE 5)
-        batch_size: int = 64  # official 256; zoos here are ~1000 vectors
-        lr: float = 1e-3  # the denoiser's
-        weight_decay: float = 2e-6  # paper's configs; the official trainer hard-codes AdamW wd 1e-2 instead
-        grad_clip: float = 1.0  # not in the paper; guards the first steps of a fresh UNet
+        batch_size: int = option(64, min=1)  # official 256; zoos here are ~1000 vectors
+        lr: float = option(1e-3, above=0)  # the denoiser's
+        # paper's configs; the official trainer hard-codes AdamW wd 1e-2 instead
+        weight_decay: float = option(2e-6, min=0)
+        grad_clip: float = option(1.0, above=0)  # not in the paper; guards the first steps of a fresh UNet
         # sampling and selection (paper 4.1: 20 candidates, best on training data)
         # ddpm | ddim | dpm-solver (official: ancestral DDPM-1000); `sample_steps` sets the reverse steps of each.
         # Measured on the smoke LoRA zoo with a short fit (1.2k denoiser steps): DDIM/DPM-solver samples drifted
         # off the zoo's latents while ancestral DDPM-1000 landed on them.
-        sampler: str = "ddim"
-        sample_steps: int = 50
-        n_candidates: int = 5
-        select: str = "fewshot-acc"  # first | mean (no task data) | fewshot-acc (paper; uses train images)
-        select_shots: int = 10  # train images per class for "fewshot-acc"
-        generate_batch: int = 256  # latents per sampling batch
+        # generate=True: read by generate() only, so a variant may change it and reuse the fit (and a resumed
+        # fit ignores it, `_ckpt_key`)
+        sampler: str = option("ddim", choices=SAMPLERS, generate=True)
+        sample_steps: int = option(50, min=1, generate=True)
+        n_candidates: int = option(5, min=1, generate=True)
+        # first | mean (no task data) | fewshot-acc (paper; uses train images)
+        select: str = option("fewshot-acc", choices=SELECTS, generate=True)
+        select_shots: int = option(10, min=1, generate=True)  # train images per class for "fewshot-acc"
+        generate_batch: int = option(256, min=1, generate=True)  # latents per sampling batch
         # bookkeeping
-        checkpoint_every: int = 500  # steps between atomic resume checkpoints (0: never)
-        log_every: int = 100
+        checkpoint_every: int = option(500, min=0, generate=True)  # steps between atomic resume checkpoints (0: never)
+        log_every: int = option(100, min=1, generate=True)
 
     def __init__(self, config=None):
         super().__init__(config)
-        c = self.config
-        _choice("condition", c.condition, CONDITIONS)
-        _choice("norm", c.norm, NORMS)
-        _choice("select", c.select, SELECTS)
-        _choice("text_pool", c.text_pool, TEXT_POOLS)
-        _choice("sampler", c.sampler, tuple(SAMPLERS))
+        c = self.config  # choices and ranges: checked by Method.__init__ (the option() rules above)
         c.unet_mults = tuple(int(m) for m in c.unet_mults)  # JSON gives a list
-        for f in ("fewshot_shots", "fewshot_pool", "n_candidates", "select_shots", "batch_size", "generate_batch",
-                  "sample_steps"):
-            if getattr(c, f) < 1:
-                raise ValueError(f"cond-pdiff: {f} must be >= 1, got {getattr(c, f)}")
         c.layers = tuple(str(name) for name in c.layers)
-        for f in ("ae_steps", "diffusion_steps", "checkpoint_every", "zoo_size"):
-            if getattr(c, f) < 0:
-                raise ValueError(f"cond-pdiff: {f} must be >= 0, got {getattr(c, f)}")
         self.history: dict[str, list[float]] = {"ae": [], "diffusion": []}
         self.last_selection: dict | None = None
         self._fitted: dict | None = None
@@ -441,9 +436,8 @@ class CondPDiff(Method):
         return zoo.theta[:n].float(), list(zoo.task_ids[:n]), [list(cs) for cs in zoo.classes[:n]]
 
     def _ckpt_key(self, bench: Bench, n_params: int) -> str:
-        fields = {k: v for k, v in dataclasses.asdict(self.config).items()
-                  if k not in ("sampler", "sample_steps", "n_candidates", "select", "select_shots", "generate_batch",
-                               "log_every", "checkpoint_every")}
+        free = self.generate_options()  # sampling, selection, bookkeeping: no part of the fit
+        fields = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in free}
         return artifacts.config_hash({**fields, "n_params": n_params, "zoo": list(bench.zoo.task_ids),
                                       "seed": bench.seed, "arch": bench.arch.name})
 
@@ -557,8 +551,8 @@ class CondPDiff(Method):
                         num_classes=bench.num_classes, class_names=list(bench.class_names),
                         cond_dim=cond_dim, token_dim=token_dim, n_tokens=n_tokens, norm=norm.state(),
                         cond_stats=conditioner.stats, ae=ae.state_dict(), den=den.state_dict(),
-                        lat_mean=lat_mean.cpu(), lat_std=lat_std.cpu(), recon_mse=recon, history=self.history,
-                        seconds={"ae": t_ae, "total": time.time() - start})
+                        lat_mean=lat_mean.cpu(), lat_std=lat_std.cpu(), recon_mse=recon, history=self.history)
+        self.save_timing(ae=t_ae, total=time.time() - start)  # wall time beside the state, not in it
         ckpt_path.unlink(missing_ok=True)
         log.info("cond-pdiff: fitted in %.1fs (autoencoder %.1fs)", time.time() - start, t_ae)
 

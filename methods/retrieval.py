@@ -14,23 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from benchmarks.encoders import class_prompt
-from methods.base import Bench, Method, Tasks
-
-TIE = 1e-6  # total similarities closer than this are a tie (float noise)
-
-
-def match(sim: np.ndarray) -> tuple[float, np.ndarray]:
-    """Best assignment of query classes (rows) to zoo classes (columns). sim [k_query, k_zoo], k_query <= k_zoo.
-    Returns (total similarity, zoo column of each query class [k_query])."""
-    r, c = linear_sum_assignment(sim, maximize=True)  # r comes back sorted: 0..k_query-1
-    return float(sim[r, c].sum()), c
+from benchmarks.encoders import ENCODERS
+from methods.base import Bench, Method, Tasks, option
+from methods.matching import TIE, centred_zoo_embeddings, match, rank_tasks  # noqa: F401 (TIE, match re-exported)
 
 
 class Retrieval(Method):
@@ -40,14 +30,12 @@ class Retrieval(Method):
 
     @dataclass
     class Config:
-        encoder: str | None = None  # None: the benchmark's text encoder; else an encoder name (clip, minilm)
-        top_k: int = 1  # >1: average the bodies and the (matched, reordered) head rows of the k best zoo models
+        # None: the benchmark's text encoder; else an encoder name (clip, minilm)
+        encoder: str | None = option(None, choices=ENCODERS)
+        # >1: average the bodies and the (matched, reordered) head rows of the k best zoo models. Read by
+        # generate() only (the fit keeps the whole zoo), so a variant may change it.
+        top_k: int = option(1, min=1, generate=True)
         centre: bool = True  # subtract the mean class embedding before cosine (CLIP names share a direction)
-
-    def __init__(self, config=None):
-        super().__init__(config)
-        if self.config.top_k < 1:
-            raise ValueError(f"retrieval top_k must be >= 1, got {self.config.top_k}")
 
     def _encoder(self):
         return self.bench.text_encoder(self.config.encoder)
@@ -55,13 +43,8 @@ class Retrieval(Method):
     def fit(self, bench: Bench, workdir: Path) -> None:
         # Nothing to learn: embed the zoo's class names once and keep the zoo for generate().
         encoder = self._encoder()
-        names = sorted({n for cs in bench.zoo.classes for n in cs})
-        e = encoder.encode_text([class_prompt(n) for n in names]).float()  # [n_names, d]
-        centre = e.mean(0) if self.config.centre else torch.zeros(e.shape[1])
-        vec = F.normalize(e - centre, dim=-1)
-        index = {n: i for i, n in enumerate(names)}
-        zoo_rows = torch.tensor([[index[n] for n in cs] for cs in bench.zoo.classes])  # [n_zoo, K]
-        self.save_state(theta=bench.zoo.theta, task_ids=list(bench.zoo.task_ids), zoo_vec=vec[zoo_rows],
+        zoo_vec, centre, _ = centred_zoo_embeddings(encoder, bench.zoo.classes, self.config.centre)  # [n_zoo, K, d]
+        self.save_state(theta=bench.zoo.theta, task_ids=list(bench.zoo.task_ids), zoo_vec=F.normalize(zoo_vec, dim=-1),
                         centre=centre, encoder=encoder.name)
 
     def ranking(self, tasks: Tasks) -> tuple[Tensor, Tensor, Tensor]:
@@ -77,24 +60,9 @@ class Retrieval(Method):
         k_zoo = state["zoo_vec"].shape[1]
         if tasks.classes and len(tasks.classes[0]) > k_zoo:
             raise ValueError(f"tasks of {len(tasks.classes[0])} classes, but zoo p-Models have {k_zoo} rows")
-        names = sorted({n for cs in tasks.classes for n in cs})
-        q = F.normalize(encoder.encode_text([class_prompt(n) for n in names]).float() - state["centre"], dim=-1)
-        index = {n: i for i, n in enumerate(names)}
-        zoo_vec = state["zoo_vec"].numpy()  # [n_zoo, K, d]
-        top = min(self.config.top_k, len(zoo_vec))
-        best, cols, scores = [], [], []
-        for cs in tasks.classes:
-            sim = np.einsum("qd,zkd->zqk", q[[index[n] for n in cs]].numpy(), zoo_vec)  # [n_zoo, k, K]
-            found = [match(s) for s in sim]
-            # Best total first; ties go to the matching that moves fewest rows, then to the earlier zoo model,
-            # so a query equal to a zoo task returns exactly that p-Model.
-            totals = np.array([t for t, _ in found])
-            moved = np.array([(c != np.arange(len(cs))).sum() for _, c in found])
-            order = np.lexsort((np.arange(len(found)), moved, -np.round(totals / TIE)))[:top].tolist()  # last key first
-            best.append(order)
-            cols.append([found[z][1] for z in order])
-            scores.append([found[z][0] for z in order])
-        return torch.tensor(best), torch.tensor(np.array(cols)), torch.tensor(scores)
+        # Best total first; ties to the matching that moves fewest rows, then to the earlier zoo model
+        # (methods/matching.py), so a query equal to a zoo task returns exactly that p-Model.
+        return rank_tasks(encoder, tasks.classes, state["centre"], state["zoo_vec"], self.config.top_k)
 
     @torch.no_grad()
     def generate(self, tasks: Tasks) -> Tensor:

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from benchmarks.encoders import class_prompt
+from benchmarks.encoders import ENCODERS, class_prompt
 from benchmarks.pmodels import Layout, to_float
 from benchmarks.train import AUGMENTATIONS, augment, derive_seed, fit, task_data
-from methods.base import Bench, Method, Tasks
+from methods.base import Bench, Method, Tasks, option
 
 log = logging.getLogger(__name__)
 
@@ -78,32 +78,28 @@ class Taper(Method):
 
     @dataclass
     class Config:
-        n_experts: int = 2  # Tina A.4: two base models
-        expert_epochs: int = 5  # Tina A.4
-        expert_lr: float = 1e-3  # Adam, as the zoo's fine-tuning (not stated by either paper)
-        mixer_epochs: int = 5  # Tina A.4
-        mixer_lr: float = 1e-3  # Adam; not stated
-        mixer_steps_per_task: int | None = None  # None: each epoch sees all of a task's images; n: cap (CPU profiles)
-        mixer_hidden: int = 256  # one hidden layer; TAPER's mixer is a small MLP, width not stated for this setup
-        mixing: str = "softmax"  # softmax: convex weights per layer (TAPER); "free": unconstrained, init 1/E
+        n_experts: int = option(2, min=1)  # Tina A.4: two base models
+        expert_epochs: int = option(5, min=0)  # Tina A.4
+        expert_lr: float = option(1e-3, above=0)  # Adam, as the zoo's fine-tuning (not stated by either paper)
+        mixer_epochs: int = option(5, min=0)  # Tina A.4
+        mixer_lr: float = option(1e-3, above=0)  # Adam; not stated
+        # None: each epoch sees all of a task's images; n: cap (CPU profiles)
+        mixer_steps_per_task: int | None = option(None, min=1)
+        # one hidden layer; TAPER's mixer is a small MLP, width not stated for this setup
+        mixer_hidden: int = option(256, min=1)
+        # softmax: convex weights per layer (TAPER); "free": unconstrained, init 1/E
+        mixing: str = option("softmax", choices=MIXINGS)
         per_layer: bool = True  # TAPER mixes per layer/block; False: one weight per expert for the whole model
-        head: str = "select"  # mixed |Y|-way head cut to the task's rows in prompt order (classifier selection)
-        text: str = "mean"  # TAPER merges class-name embeddings into one (Tina 3.2, Table 6): their mean
+        # mixed |Y|-way head cut to the task's rows in prompt order (classifier selection)
+        head: str = option("select", choices=HEADS)
+        # TAPER merges class-name embeddings into one (Tina 3.2, Table 6): their mean
+        text: str = option("mean", choices=TEXTS)
         centre: bool = True  # subtract the mean class embedding first: CLIP names share a direction (FINDINGS 3)
-        encoder: str | None = None  # None: the benchmark's text encoder; else an encoder name (clip, minilm)
-        augment: str = "flip"  # none | flip | crop-flip, for experts and mixer: the zoo's fine-tuning recipe
-        batch_size: int = 128  # the zoo's fine-tuning batch
-
-    def __init__(self, config=None):
-        super().__init__(config)
-        c = self.config
-        for key, value, valid in (("mixing", c.mixing, MIXINGS), ("head", c.head, HEADS), ("text", c.text, TEXTS)):
-            if value not in valid:
-                raise ValueError(f"taper {key} must be one of {valid}, got {value!r}")
-        if c.augment not in AUGMENTATIONS:
-            raise ValueError(f"taper augment must be one of {AUGMENTATIONS}, got {c.augment!r}")
-        if c.n_experts < 1:
-            raise ValueError(f"taper n_experts must be >= 1, got {c.n_experts}")
+        # None: the benchmark's text encoder; else an encoder name (clip, minilm)
+        encoder: str | None = option(None, choices=ENCODERS)
+        # none | flip | crop-flip, for experts and mixer: the zoo's fine-tuning recipe
+        augment: str = option("flip", choices=AUGMENTATIONS)
+        batch_size: int = option(128, min=1)  # the zoo's fine-tuning batch
 
     # -- text
     def _encoder(self):
@@ -196,8 +192,8 @@ class Taper(Method):
         mixer = self._train_mixer(bench, experts, z, torch.tensor([[index[n] for n in cs] for cs in bench.zoo.classes]))
         self.save_state(experts=experts, shards=shards, mixer=mixer.state_dict(), classes=list(bench.class_names),
                         centre=centre, encoder=encoder.name, mixing=self.config.mixing,
-                        dims=[z.shape[1], self.config.mixer_hidden, mixer.n_layers, len(experts)],
-                        seconds=time.time() - start)
+                        dims=[z.shape[1], self.config.mixer_hidden, mixer.n_layers, len(experts)])
+        self.save_timing(seconds=time.time() - start)  # wall time beside the state, not in it
 
     # -- generation
     def _mixer(self, state: dict) -> Mixer:

@@ -35,11 +35,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from benchmarks import artifacts, distributed
-from benchmarks.encoders import class_prompt, describe, load_descriptions
+from benchmarks.encoders import ENCODERS, class_prompt, describe, load_descriptions
 from benchmarks.pmodels import Layout
 from benchmarks.train import derive_seed
-from methods.base import Bench, Method, Tasks
-from methods.diffusion import DiffusionConfig, make_scheduler, noised, sample
+from methods.base import Bench, Method, Tasks, option
+from methods.diffusion import SAMPLERS, DiffusionConfig, make_scheduler, noised, sample
 from methods.tina_net import HEAD_TOKENS, TinaNet, TinaNetConfig
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,6 @@ PAD_TEXT = "<->"  # the padding class of classification-sequence padding (paper 
 NORMALIZATIONS = ("zscore-per-coordinate", "per-layer", "none")
 LOSSES = ("plain", "blocks")
 TEXTS = ("names", "descriptions")
-# Options that only change sampling: free to differ between fit and generate (the DAG passes both).
-GENERATE_OPTIONS = ("sampler", "sample_steps", "generate_text", "use_ema", "n_samples", "checkpoint_every",
-                    "log_every")
 GENERATE_BATCH = 512  # p-Models denoised together in one sampling batch
 STD_FLOOR = 1e-8  # a coordinate constant across the zoo normalizes to 0 and is generated as its mean
 
@@ -181,59 +178,60 @@ class Tina(Method):
     class Config:
         # -- denoiser (TinaNetConfig). Paper A.5: width 2048, depth 12, heads 16 (official cifar100: width
         # 512); the defaults are the CPU scale that beat classifier selection in FINDINGS 4 (2-core CPU).
-        width: int = 256
-        depth: int = 6
-        heads: int = 8
-        chunk: int = 576  # M (paper A.5)
-        head_tokens: str = "rows"  # "rows": equivariant per-class row tokens (FINDINGS 4); "paper": chunked head
+        width: int = option(256, min=1)
+        depth: int = option(6, min=1)
+        heads: int = option(8, min=1)
+        chunk: int = option(576, min=1)  # M (paper A.5)
+        # "rows": equivariant per-class row tokens (FINDINGS 4); "paper": chunked head
+        head_tokens: str = option("rows", choices=HEAD_TOKENS)
         merge_text: bool = False  # one averaged text token (TAPER-style; Table 6 ablation, collapses in the paper)
-        max_classes: int | None = None  # longest prompt; None: the zoo's K (paper: 10)
-        time_freqs: int = 128  # G.pt's FrequencyEmbedder
-        dropout: float = 0.0  # official
+        max_classes: int | None = option(None, min=1)  # longest prompt; None: the zoo's K (paper: 10)
+        time_freqs: int = option(128, min=1)  # G.pt's FrequencyEmbedder
+        dropout: float = option(0.0, min=0, max=1)  # official
         # -- diffusion: linear beta 1e-4 -> 0.02, T = 1000, x0 prediction (DiffusionConfig, official code)
-        sampler: str = "ddim"  # paper/official: ddpm (1000 steps); DDIM-10 ~ DDIM-50 ~ DDPM-1000 (FINDINGS 5)
-        sample_steps: int | None = None  # None: 1000 for ddpm, 50 otherwise
+        # generate=True: sampling only, free to differ between fit and generate (a variant changes it; the DAG
+        # passes both). Paper/official: ddpm (1000 steps); DDIM-10 ~ DDIM-50 ~ DDPM-1000 (FINDINGS 5)
+        sampler: str = option("ddim", choices=SAMPLERS, generate=True)
+        sample_steps: int | None = option(None, min=1, generate=True)  # None: 1000 for ddpm, 50 otherwise
         # -- data
-        normalization: str = "zscore-per-coordinate"  # official: "none"; z-scores in FINDINGS (conv std 0.01
-        # vs head 0.34: unscaled, the conv layers drown in the noise schedule's unit-variance noise)
+        # official: "none"; z-scores in FINDINGS (conv std 0.01 vs head 0.34: unscaled, the conv layers drown in
+        # the noise schedule's unit-variance noise)
+        normalization: str = option("zscore-per-coordinate", choices=NORMALIZATIONS)
         centre_text: bool = True  # subtract the zoo's mean class embedding (FINDINGS 3; CLIP names share a direction)
-        encoder: str | None = None  # None: the benchmark's text encoder (config `encoder`); else clip | minilm
-        text: str = "names"  # training prompts: class "names" (paper) or GPT-4 "descriptions" (Table 7)
-        generate_text: str | None = None  # prompts at generate time; None: as trained (Table 7, Fig. 6c)
+        # None: the benchmark's text encoder (config `encoder`); else clip | minilm
+        encoder: str | None = option(None, choices=ENCODERS)
+        # training prompts: class "names" (paper) or GPT-4 "descriptions" (Table 7)
+        text: str = option("names", choices=TEXTS)
+        # prompts at generate time; None: as trained (Table 7, Fig. 6c)
+        generate_text: str | None = option(None, choices=TEXTS, generate=True)
         classifier_aug: bool = True  # permute prompt classes and head rows together per sample (paper 2.2.3)
         permutation_aug: bool = False  # G.pt's neuron permutation (CNNs only); the paper says it hurts (Table 6)
         padding: bool = False  # train with 1..K classes, the rest '<->' + zero rows (paper 2.2.3, Fig. 6b)
-        loss: str = "plain"  # "plain": MSE over all parameters (paper eq. 1); "blocks": conv body and head
-        # weighted equally (FINDINGS 3)
+        # "plain": MSE over all parameters (paper eq. 1); "blocks": conv body and head weighted equally (FINDINGS 3)
+        loss: str = option("plain", choices=LOSSES)
         # -- optimization (official: AdamW (0.9, 0.999), lr 4e-4, wd 0.1, clip 0.1, batch 64, warm-up + cosine)
-        epochs: int = 500  # passes over the zoo (official 300-400 on 1000 p-Models; 500 on 300 p-Models gives
-        # the ~2.4k steps of FINDINGS 4)
-        steps: int | None = None  # training iterations; overrides `epochs` when set
-        batch_size: int = 64  # paper A.5
-        lr: float = 4e-4  # paper A.5
-        weight_decay: float = 0.1  # official, not on biases, LayerNorms, positions
-        warmup_steps: int = 100  # official: 5 epochs (~75 steps); capped at a fifth of the run
-        grad_clip: float = 0.1  # paper A.5
-        ema_decay: float = 0.999  # official 0.9999 without warm-up keeps ~64% of the random init after 4.5k
-        # steps (the official evaluation uses the raw weights); ours warms up as min(decay, (1+s)/(10+s))
-        use_ema: bool = True  # generate with the EMA weights
-        checkpoint_every: int = 250  # steps between resumable checkpoints
-        log_every: int = 50
+        # passes over the zoo (official 300-400 on 1000 p-Models; 500 on 300 p-Models gives the ~2.4k steps of
+        # FINDINGS 4)
+        epochs: int = option(500, min=1)
+        steps: int | None = option(None, min=1)  # training iterations; overrides `epochs` when set
+        batch_size: int = option(64, min=1)  # paper A.5
+        lr: float = option(4e-4, above=0)  # paper A.5
+        weight_decay: float = option(0.1, min=0)  # official, not on biases, LayerNorms, positions
+        warmup_steps: int = option(100, min=0)  # official: 5 epochs (~75 steps); capped at a fifth of the run
+        grad_clip: float = option(0.1, above=0)  # paper A.5
+        # official 0.9999 without warm-up keeps ~64% of the random init after 4.5k steps (the official evaluation
+        # uses the raw weights); ours warms up as min(decay, (1+s)/(10+s))
+        ema_decay: float = option(0.999, min=0, max=1)
+        use_ema: bool = option(True, generate=True)  # generate with the EMA weights
+        # bookkeeping, no part of the fitted state: generate=True, so a variant or a resumed fit may change it
+        checkpoint_every: int = option(250, min=1, generate=True)  # steps between resumable checkpoints
+        log_every: int = option(50, min=1, generate=True)
         seed: int | None = None  # None: the benchmark's seed
-        n_samples: int = 1  # samples per task; > 1 keeps the one most accurate on the task's train images
+        # samples per task; > 1 keeps the one most accurate on the task's train images
+        n_samples: int = option(1, min=1, generate=True)
 
     def __init__(self, config=None):
         super().__init__(config)
-        c = self.config
-        for field, value, valid in [("head_tokens", c.head_tokens, HEAD_TOKENS), ("normalization", c.normalization,
-                                     NORMALIZATIONS), ("loss", c.loss, LOSSES), ("text", c.text, TEXTS)]:
-            if value not in valid:
-                raise ValueError(f"tina option {field} must be one of {list(valid)}, got {value!r}")
-        if c.generate_text not in (None, *TEXTS):
-            raise ValueError(f"tina option generate_text must be None or one of {list(TEXTS)}, got {c.generate_text!r}")
-        make_scheduler(DiffusionConfig(), c.sampler)  # an unknown sampler fails here, listing the known ones
-        if c.n_samples < 1 or c.batch_size < 1:
-            raise ValueError("tina options n_samples and batch_size must be >= 1")
         self._loaded = None  # (state, net) cached by generate
 
     def setup(self, bench: Bench, workdir) -> "Tina":
@@ -251,7 +249,8 @@ class Tina(Method):
         return self.config.seed if self.config.seed is not None else self.bench.seed
 
     def _fit_options(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in GENERATE_OPTIONS}
+        free = self.generate_options()  # sampling and bookkeeping: may differ between fit and generate
+        return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in free}
 
     def _net_config(self, text_dim: int, max_classes: int) -> TinaNetConfig:
         c = self.config
@@ -376,7 +375,7 @@ class Tina(Method):
         net = TinaNet(self._net_config(data["text_dim"], data["max_classes"]), bench.layout).to(device)
         ema = copy.deepcopy(net).requires_grad_(False)
         opt = torch.optim.AdamW(param_groups(net, c.weight_decay), lr=c.lr, betas=(0.9, 0.999))
-        start, losses, seconds = 0, [], 0.0
+        start, losses, window, seconds = 0, [], [], 0.0
         if ckpt_path.exists():
             ckpt = artifacts.load_torch(ckpt_path)
             if ckpt["fit_options"] != options or ckpt["total"] != total:
@@ -386,7 +385,8 @@ class Tina(Method):
             net.load_state_dict(ckpt["model"])
             ema.load_state_dict(ckpt["ema"])
             opt.load_state_dict(ckpt["optimizer"])
-            start, losses, seconds = ckpt["step"], list(ckpt["losses"]), ckpt["seconds"]
+            start, losses, window = ckpt["step"], list(ckpt["losses"]), list(ckpt.get("window", []))
+            seconds = artifacts.read_timing(ckpt_path).get("seconds", ckpt.get("seconds", 0.0))
             log.info("tina: resuming from step %d of %d (%s)", start, total, ckpt_path)
         log.info("tina: %d p-Models, %d steps, denoiser %.2fM parameters, tokens %s + %s", n, total,
                  net.num_params() / 1e6, net.token_sizes(),
@@ -398,7 +398,7 @@ class Tina(Method):
         if world.size > 1:  # gradients averaged across processes; `net` stays the unwrapped module
             from torch.nn.parallel import DistributedDataParallel
             model = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
-        tic, window = time.time(), []
+        tic = time.perf_counter()
         bar = tqdm(range(start, total), desc="tina", initial=start, total=total, unit="step", disable=not world.main)
         for step in bar:
             window.append(self._train_step(model, opt, scheduler, data, step, total, world))
@@ -413,15 +413,18 @@ class Tina(Method):
                 log.info("tina step %d/%d: loss %.5f", done, total, losses[-1])
                 window = []
             if done % c.checkpoint_every == 0 and done < total and world.main:
+                # the unlogged losses too: a resumed run averages the same ones. Wall time: a sidecar.
+                artifacts.write_timing(ckpt_path, seconds=seconds + time.perf_counter() - tic)
                 artifacts.save_torch({"step": done, "total": total, "fit_options": options, "model": net.state_dict(),
                                       "ema": ema.state_dict(), "optimizer": opt.state_dict(), "losses": losses,
-                                      "seconds": seconds + time.time() - tic}, ckpt_path)
-        seconds += time.time() - tic
+                                      "window": window}, ckpt_path)
+        seconds += time.perf_counter() - tic
         norm = data["norm"]
         if not world.main:  # rank 0 writes the state; the others wait for it
             world.barrier()
             return
-        self.save_state(config=dataclasses.asdict(c), fit_options=options, step=total, seconds=seconds, losses=losses,
+        self.save_timing(seconds=seconds)  # beside the state (state.pt.timing.json): the state holds no wall time
+        self.save_state(config=dataclasses.asdict(c), fit_options=options, step=total, losses=losses,
                         net_config=dataclasses.asdict(net.cfg), model=net.state_dict(), ema=ema.state_dict(),
                         norm=norm.state(), text_centre=data["centre"], text_scale=data["scale"], dataset=bench.dataset,
                         pad_text=data["pad_raw"], encoder=data["encoder"],
@@ -431,6 +434,7 @@ class Tina(Method):
                         denoiser_params=net.num_params())
         self._loaded = None
         ckpt_path.unlink(missing_ok=True)  # the final state supersedes it (and it is 2x larger: AdamW moments)
+        artifacts.timing_path(ckpt_path).unlink(missing_ok=True)
         world.barrier()
         log.info("tina: fitted %d steps in %.0fs (%.3fs/step) -> %s", total - start, seconds,
                  seconds / max(total - start, 1), self.workdir)

@@ -22,11 +22,11 @@ def test_unknown_method_lists_registered_ones():
 
 def test_third_party_plugin_found_through_entry_point(tmp_path):
     site = install_plugin(tmp_path / "site")
-    code = ("from methods.registry import get_method; cls = get_method('zoo-mean'); "
+    code = ("from methods.registry import get_method; cls = get_method('zoo-average'); "
             "print(cls.name, cls.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={"PYTHONPATH": str(site), "PATH": ""}, check=True)
-    assert out.stdout.split() == ["zoo-mean", "toy_plugin"]
+    assert out.stdout.split() == ["zoo-average", "toy_plugin"]
 
 
 def test_cli_lists_methods(capsys):

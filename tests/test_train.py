@@ -59,3 +59,14 @@ def test_pmodel_does_not_depend_on_shard(tiny, tmp_path):
     whole = finetune_tasks(tiny.generic, tiny.images, tasks, cfg, seed=3, device=cpu, parts_dir=tmp_path / "a")
     last = finetune_tasks(tiny.generic, tiny.images, tasks[-1:], cfg, seed=3, device=cpu, parts_dir=tmp_path / "c")
     assert torch.equal(whole["theta"][-1], last["theta"][0])
+
+
+def test_lr_schedules_cosine_constant_and_wsd():
+    from benchmarks.train import lr_factor
+    cos, const, wsd = (lr_factor(s, 100) for s in ("cosine", "constant", "wsd"))
+    assert cos(0) == 1 and abs(cos(50) - 0.5) < 1e-12 and cos(100) < 1e-12
+    assert const(0) == const(99) == 1
+    assert wsd(0) == wsd(79) == 1 and abs(wsd(90) - 0.5) < 1e-12 and wsd(100) < 1e-12  # the last 20% anneal
+    import pytest
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        lr_factor("linear", 10)

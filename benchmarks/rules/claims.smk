@@ -1,21 +1,14 @@
 # The claims ledger (benchmarks/claims.py): every testable claim of the two papers with a verdict.
 
 
-def claims_results(wildcards):
-    """Every label's results the config produces: methods, variants, the oracle, and each ablation's rows."""
-    return sorted(
-        set(results(methods=[*METHODS, *VARIANTS, *ORACLE])) | {p for name in ABLATIONS for p in ablation_results(SimpleNamespace(name=name))}
-    )
-
-
 rule claims:
     input:
         results=claims_results,
-        efficiency=expand("reports/efficiency-{dataset}-{arch}.md", dataset=DATASETS, arch=ARCHS) if EFFICIENCY else [],
-        headroom="reports/headroom.csv" if HEADROOM else [],
+        efficiency=expand(f"{REPORTS}efficiency-{{dataset}}-{{arch}}.md", dataset=DATASETS, arch=ARCHS) if EFFICIENCY else [],
+        headroom=f"{REPORTS}headroom.csv" if HEADROOM else [],
     output:
-        md="reports/claims.md",
-        csv="reports/claims.csv",
+        md=f"{REPORTS}claims.md",
+        csv=f"{REPORTS}claims.csv",
     log:
         "data/logs/report/claims.log",
     benchmark:

@@ -4,52 +4,53 @@ from types import SimpleNamespace
 
 from snakemake.utils import validate
 
-from benchmarks.config import data_root, method_specs
+from benchmarks import workflow as wf  # not `workflow`: that name is Snakemake's own global
+from benchmarks.config import data_root
 from benchmarks.pmodels import get_arch
 
 
 validate(config, schema="../configs/config.schema.yaml")
+# Every method's options, variants, ablations, report labels and splits (benchmarks/workflow.py), before any job.
+wf.check_config(config)
 
 DATASETS = list(config["datasets"])
 ARCHS = list(config["archs"])
-METHODS = [spec.label for spec in method_specs(config)]
-SPLITS = config.get("evaluate", {}).get("splits", ["id", "ood"])
+METHODS = wf.method_labels(config)
+SPLITS = wf.evaluated_splits(config)
 THREADS = config.get("threads", 1)
 DEVICE = config.get("device", "auto")
 GPU = 1 if DEVICE == "cuda" else 0
 SHARDS = range(config["finetune"].get("shards", 4))
-ORACLE = ["oracle"] if config.get("report", {}).get("oracle", True) else []
+ORACLE = wf.oracle_labels(config)
 # Variants reuse another label's fitted state and change generate-time options only (e.g. the sampler).
-VARIANTS = config.get("variants", {})
+VARIANTS = wf.variants(config)
 # Ablation rows are method labels of their own (own fit): the base label's options with `options` changed.
-ABLATIONS = config.get("ablations", {})
-ABLATION_ROWS = {label: {**row, "base": ab["base"]} for ab in ABLATIONS.values() for label, row in ab["rows"].items()}
-EVALUATED = [*METHODS, *ORACLE, *VARIANTS, *ABLATION_ROWS]
+ABLATIONS = wf.ablations(config)
+ABLATION_ROWS = wf.ablation_rows(config)
+EVALUATED = wf.evaluated(config)
 TABLE1_VARIANTS = config.get("report", {}).get("table1_variants", [])
-for _label, _variant in VARIANTS.items():
-    if _variant["of"] not in METHODS:
-        raise ValueError(f"variant {_label!r} is of unknown method label {_variant['of']!r}; labels: {METHODS}")
-_unknown = sorted(set(TABLE1_VARIANTS) - set(VARIANTS))
-if _unknown:
-    raise ValueError(f"report.table1_variants {_unknown} are not variant labels; variants: {list(VARIANTS)}")
-for _name, _ablation in ABLATIONS.items():
-    if _ablation["base"] not in METHODS:
-        raise ValueError(f"ablation {_name!r} has unknown base label {_ablation['base']!r}; labels: {METHODS}")
-    _unknown = sorted(set(_ablation.get("references", [])) - {*METHODS, *ORACLE, *VARIANTS})
-    if _unknown:
-        raise ValueError(f"ablation {_name!r} has unknown references {_unknown}; labels: {[*METHODS, *ORACLE, *VARIANTS]}")
-    _clash = sorted(set(_ablation["rows"]) & {*METHODS, *VARIANTS})
-    if _clash:
-        raise ValueError(f"ablation {_name!r} row labels {_clash} are already method or variant labels")
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
     arch="|".join(ARCHS),
     method="|".join(EVALUATED),
-    split=r"zoo|id|ood|padded|unseen-zoo|unseen-\d+",  # the splits of tasks.py; "lora-id" is no split
+    split=wf.SPLIT_PATTERN,  # the splits of tasks.py; "lora-id" is no split
     shard=r"\d+",
     name="|".join(ABLATIONS) or "(?!)",
+
+
+# Reports of a profile go to results/<profile>/; `publish:` names the committed folder the target `all`
+# copies them to (cpu: reports/), so a fresh clone's `snakemake reports/table1.md` rebuilds what it shows.
+REPORTS = f"results/{config['profile']}/"
+PUBLISH = os.path.join(config["publish"], "") if config.get("publish") else None
+
+
+def published(paths):
+    """Where the target `all` wants each report: its published copy when the profile publishes, else itself."""
+    if not PUBLISH:
+        return list(paths)
+    return [PUBLISH + p[len(REPORTS) :] if p.startswith(f"{REPORTS}") else p for p in paths]
 
 
 ENCODER = json.dumps(config.get("encoder", {"name": "minilm"}))
@@ -77,22 +78,18 @@ def features_flag(wildcards, input):
 
 def fitted_label(wildcards):
     """The label whose fit a job uses: a variant's `of`, else the label itself."""
-    return VARIANTS.get(wildcards.method, {}).get("of", wildcards.method)
+    return wf.fitted_label(config, wildcards.method)
 
 
 def base_label(label):
     """The configured method label behind a label: itself, a variant's `of`, or an ablation row's base."""
-    if label in ABLATION_ROWS:
-        return ABLATION_ROWS[label]["base"]
-    return VARIANTS.get(label, {}).get("of", label)
+    return wf.base_label(config, label)
 
 
 def method_options(wildcards):
     """(registry name, options JSON): a variant's (or ablation row's) options override its base label's."""
-    spec = next(s for s in method_specs(config) if s.label == base_label(wildcards.method))
-    extra = {k: v for k, v in VARIANTS.get(wildcards.method, {}).items() if k != "of"}
-    extra.update(ABLATION_ROWS.get(wildcards.method, {}).get("options", {}))
-    return spec.method, json.dumps({**spec.options, **extra})
+    name, options = wf.method_options(config, wildcards.method)
+    return name, json.dumps(options)
 
 
 def method_name(wildcards):
@@ -146,28 +143,21 @@ def finetuned_split(wildcards):
 
 def results(datasets=DATASETS, archs=ARCHS, methods=EVALUATED, splits=SPLITS):
     """Result CSVs of every (dataset, arch, method, split) asked for; a method's `archs` option limits it."""
-    return [
-        f"data/{d}/{a}/results/{m}/{s}.csv"
-        for d in datasets
-        for a in archs
-        for m in methods
-        if runs_on(m, a)
-        for s in splits
-    ]
+    return wf.results(config, datasets, archs, methods, splits)
 
 
 def runs_on(label, arch):
     """Whether a method label (or a variant of one; the oracle always) runs on an arch."""
-    specs = {s.label: s for s in method_specs(config)}
-    spec = specs.get(base_label(label))
-    return spec is None or spec.runs_on(arch)
+    return wf.runs_on(config, label, arch)
 
 
-def train_flags(section):
-    """Explicit flags, so a job's command can be pasted and rerun by hand."""
+def train_flags(section, arch=None):
+    """Explicit flags, so a job's command can be pasted and rerun by hand. A section's `archs` map overrides
+    its recipe per p-Model arch (e.g. `finetune: {archs: {cnn-5k-lora: {epochs: 5}}}`)."""
     flags = []
-    for key, value in config[section].items():
-        if key == "shards":
+    settings = {**config[section], **config[section].get("archs", {}).get(arch, {})}
+    for key, value in settings.items():
+        if key in ("shards", "archs"):
             continue
         name = key.replace("_", "-")
         if isinstance(value, bool):
@@ -201,7 +191,7 @@ def efficiency_fits(wildcards):
 def diagnostics(method="tina"):
     """Swap diagnostics of a generator against sliced classifier selection, per dataset, arch and split."""
     return [
-        f"reports/diagnose-{method}-{d}-{a}-{s}.md"
+        f"{REPORTS}diagnose-{method}-{d}-{a}-{s}.md"
         for d in DATASETS
         for a in ARCHS
         if runs_on(method, a)
@@ -211,11 +201,7 @@ def diagnostics(method="tina"):
 
 def ablation_results(wildcards):
     """Result CSVs of an ablation: its base label and every row, on the splits each can produce."""
-    ab = ABLATIONS[wildcards.name]
-    splits = ab.get("splits", ["id", "ood"])
-    rows = {ab["base"]: splits, **{label: splits for label in ab.get("references", [])},
-            **{label: row.get("splits", splits) for label, row in ab["rows"].items()}}
-    return [f"data/{ab['dataset']}/{ab['arch']}/results/{label}/{s}.csv" for label, ss in rows.items() for s in ss]
+    return wf.ablation_results(config, wildcards.name)
 
 
 # Cond P-Diff's GLUE experiment (benchmarks/rules/glue.smk, only with a `glue:` config section).
@@ -225,3 +211,32 @@ GLUE = config.get("glue", {})
 def glue_root():
     root = GLUE.get("root", "glue_data")
     return root if os.path.isabs(root) or not data_root(config) else os.path.join(data_root(config), root)
+
+
+# Head-room over classifier selection (benchmarks/rules/headroom.smk).
+HEADROOM = config.get("headroom", {})
+
+
+def headroom_generic(wildcards):
+    """The profile's own generic model for its schedule; a generic of the other schedule is built apart."""
+    base = get_arch(wildcards.arch).base
+    if wildcards.schedule == config["stage1"].get("schedule", "cosine"):
+        return f"data/{wildcards.dataset}/{base}/generic.pt"
+    return f"data/{wildcards.dataset}/{base}/generic-{wildcards.schedule}.pt"
+
+
+def headroom_cells():
+    from benchmarks.headroom import cell_label, sweep_cells
+
+    return [
+        {**c, "csv": f"data/{c['dataset']}/{c['arch']}/headroom/{c['schedule']}/{cell_label(c['epochs'], c['lr'])}.csv"}
+        for c in sweep_cells(config)
+    ]
+
+
+# The claims ledger (benchmarks/rules/claims.smk).
+def claims_results(wildcards):
+    """Every label's results the config produces: methods, variants, the oracle, and each ablation's rows."""
+    return sorted(
+        set(results(methods=[*METHODS, *VARIANTS, *ORACLE])) | {p for name in ABLATIONS for p in ablation_results(SimpleNamespace(name=name))}
+    )

@@ -33,8 +33,8 @@ rule glue_report:
     input:
         zoo="data/glue/zoo.pt",
     output:
-        md="reports/glue.md",
-        csv="reports/glue.csv",
+        md=f"{REPORTS}glue.md",
+        csv=f"{REPORTS}glue.csv",
     log:
         "data/logs/glue/report.log",
     benchmark:

@@ -1,24 +1,4 @@
 # Head-room over classifier selection per p-Model recipe and generic schedule (benchmarks/headroom.py).
-HEADROOM = config.get("headroom", {})
-
-
-def headroom_generic(wildcards):
-    """The profile's own generic model for its schedule; a generic of the other schedule is built apart."""
-    base = get_arch(wildcards.arch).base
-    if wildcards.schedule == config["stage1"].get("schedule", "cosine"):
-        return f"data/{wildcards.dataset}/{base}/generic.pt"
-    return f"data/{wildcards.dataset}/{base}/generic-{wildcards.schedule}.pt"
-
-
-def headroom_cells():
-    from benchmarks.headroom import cell_label, sweep_cells
-
-    return [
-        {**c, "csv": f"data/{c['dataset']}/{c['arch']}/headroom/{c['schedule']}/{cell_label(c['epochs'], c['lr'])}.csv"}
-        for c in sweep_cells(config)
-    ]
-
-
 rule stage1_schedule:
     input:
         images="data/{dataset}/images.pt",
@@ -31,7 +11,7 @@ rule stage1_schedule:
     conda:
         "../../envs/nndiff.yaml"
     wildcard_constraints:
-        schedule="cosine|constant",
+        schedule="cosine|constant|wsd",
     params:
         device=DEVICE,
         flags=" ".join(f"--{k.replace('_', '-')} {v}" for k, v in config["stage1"].items() if k != "schedule"),
@@ -60,7 +40,7 @@ rule headroom_cell:
     conda:
         "../../envs/nndiff.yaml"
     wildcard_constraints:
-        schedule="cosine|constant",
+        schedule="cosine|constant|wsd",
         epochs=r"\d+",
         lr=r"[0-9.e-]+",
     params:
@@ -86,9 +66,9 @@ rule headroom_report:
     input:
         [c["csv"] for c in headroom_cells()],
     output:
-        md="reports/headroom.md",
-        csv="reports/headroom.csv",
-        figure="reports/figures/headroom.png",
+        md=f"{REPORTS}headroom.md",
+        csv=f"{REPORTS}headroom.csv",
+        figure=f"{REPORTS}figures/headroom.png",
     log:
         "data/logs/report/headroom.log",
     benchmark:

@@ -2,8 +2,8 @@ rule table1:
     input:
         results(methods=[*METHODS, *TABLE1_VARIANTS, *ORACLE]),
     output:
-        md="reports/table1.md",
-        csv="reports/table1.csv",
+        md=f"{REPORTS}table1.md",
+        csv=f"{REPORTS}table1.csv",
     log:
         "data/logs/report/table1.log",
     benchmark:
@@ -26,7 +26,7 @@ rule zoo_report:
         zoo=expand("data/{dataset}/{arch}/finetuned/zoo.pt", dataset=DATASETS, arch=ARCHS),
         accuracy=expand("data/{dataset}/{arch}/results/oracle/zoo.csv", dataset=DATASETS, arch=ARCHS),
     output:
-        "reports/zoo.md",
+        f"{REPORTS}zoo.md",
     log:
         "data/logs/report/zoo.log",
     benchmark:
@@ -52,7 +52,7 @@ rule efficiency:
         fitted=efficiency_fits,
         features=features_input,
     output:
-        "reports/efficiency-{dataset}-{arch}.md",
+        f"{REPORTS}efficiency-{{dataset}}-{{arch}}.md",
     log:
         "data/logs/report/efficiency-{dataset}-{arch}.log",
     benchmark:
@@ -61,7 +61,7 @@ rule efficiency:
         "../../envs/nndiff.yaml"
     params:
         methods=efficiency_methods,
-        flags=train_flags("finetune"),
+        flags=lambda w: train_flags("finetune", w.arch),
         encoder=ENCODER,
         features=features_flag,
         device=DEVICE,
@@ -82,7 +82,7 @@ rule variants:
     input:
         lambda w: results(methods=[*METHODS, *VARIANTS], splits=["ood"]),
     output:
-        "reports/variants.md",
+        f"{REPORTS}variants.md",
     log:
         "data/logs/report/variants.log",
     benchmark:
@@ -95,7 +95,7 @@ rule variants:
     resources:
         mem_mb=2000,
     shell:
-        "nndiff report {input} --config {params.config} --title 'Variants on OOD tasks (samplers, steps)'"
+        "nndiff report {input} --config {params.config} --title 'Variants on OOD tasks (samplers, steps, condition controls)'"
         " --out {output} > {log} 2>&1"
 
 
@@ -108,7 +108,7 @@ rule diagnose:
         baseline="data/{dataset}/{arch}/methods/classifier-selection-slice/generated/{split}.pt",
         features=features_input,
     output:
-        "reports/diagnose-{method}-{dataset}-{arch}-{split}.md",
+        f"{REPORTS}diagnose-{{method}}-{{dataset}}-{{arch}}-{{split}}.md",
     log:
         "data/logs/report/diagnose-{method}-{dataset}-{arch}-{split}.log",
     benchmark:
@@ -130,7 +130,7 @@ rule ablation:
     input:
         ablation_results,
     output:
-        "reports/{name}_ablation.md",
+        f"{REPORTS}{{name}}_ablation.md",
     log:
         "data/logs/report/ablation-{name}.log",
     benchmark:
@@ -152,7 +152,7 @@ rule diagnose_autoencoder:
         tasks="data/{dataset}/tasks.json",
         fitted=method_fit,
     output:
-        "reports/autoencoder-{method}-{dataset}-{arch}.md",
+        f"{REPORTS}autoencoder-{{method}}-{{dataset}}-{{arch}}.md",
     log:
         "data/logs/report/autoencoder-{method}-{dataset}-{arch}.log",
     benchmark:

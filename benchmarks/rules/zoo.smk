@@ -61,7 +61,7 @@ rule finetune:
         "../../envs/nndiff.yaml"
     params:
         device=DEVICE,
-        flags=train_flags("finetune"),
+        flags=lambda w: train_flags("finetune", w.arch),
         n_shards=len(SHARDS),
         features=features_flag,
         seed=config["seed"],

@@ -1,0 +1,22 @@
+# Publishing: a profile's reports (results/<profile>/...) copied to its committed folder (config `publish`,
+# cpu: reports/). Only rule all and explicit targets such as `reports/table1.md` ask for the copies.
+if PUBLISH:
+
+    rule publish:
+        input:
+            f"{REPORTS}{{file}}",
+        output:
+            f"{PUBLISH}{{file}}",
+        log:
+            "data/logs/publish/{file}.log",
+        benchmark:
+            "data/benchmarks/publish/{file}.tsv"
+        conda:
+            "../../envs/nndiff.yaml"
+        wildcard_constraints:
+            file=r"[^/]+\.(md|csv|html)|figures/[^/]+\.(png|svg)",
+        threads: 1
+        resources:
+            mem_mb=500,
+        shell:
+            "nndiff publish {input} {output} > {log} 2>&1"

@@ -14,6 +14,7 @@ include: "benchmarks/rules/data.smk"
 include: "benchmarks/rules/zoo.smk"
 include: "benchmarks/rules/methods.smk"
 include: "benchmarks/rules/report.smk"
+include: "benchmarks/rules/paper.smk"
 include: "benchmarks/rules/novelty.smk"
 include: "benchmarks/rules/headroom.smk"
 include: "benchmarks/rules/claims.smk"
@@ -34,7 +35,8 @@ REPORT_TARGETS = [
     f"{REPORTS}zoo.md",
     f"{REPORTS}variants.md",
     *expand(f"{REPORTS}efficiency-{{dataset}}-{{arch}}.md", dataset=DATASETS, arch=ARCHS),
-    *expand(f"{REPORTS}{{name}}_ablation.md", name=ABLATIONS),
+    *[f"{REPORTS}{wf.ablation_report(config, name)}.md" for name in ABLATIONS],  # tables 6, 7: `report:`
+    *([f"{REPORTS}fig6b.md", *(f"{REPORTS}figures/fig6b.{ext}" for ext in ("png", "svg", "csv"))] if FIG6B else []),
     *[
         diagnosis
         for m in ("tina", "cond-pdiff")

@@ -256,7 +256,9 @@ def cmd_generate(args) -> None:
     start = time.perf_counter()
     theta = generate_with_control(method, tasks, control, seed=args.seed, label=args.method)  # tasks: true order
     seconds = time.perf_counter() - start
-    check_vectors(theta, len(tasks), method.layout.n_params, method=args.method, task_ids=tasks.ids)
+    k = len(tasks.classes[0]) if len(tasks) and method.output_space == "task" else None  # padded-<k>: k-class p-Models
+    n_params = method.bench.arch.layout(k).n_params if k else method.layout.n_params
+    check_vectors(theta, len(tasks), n_params, method=args.method, task_ids=tasks.ids)
     artifacts.write_timing(args.out, seconds=seconds)
     artifacts.save_torch({"method": args.method, "split": args.split, "task_ids": tasks.ids,
                           "output_space": method.output_space, "theta": theta.detach().cpu().float(),
@@ -359,9 +361,9 @@ def cmd_diagnose_autoencoder(args) -> None:
     from benchmarks.datasets import ImageData
     from benchmarks.diagnostics import autoencoder_table
     from benchmarks.tasks import get_split, load_tasks
-    from methods.base import Tasks
+    from methods.base import Reconstructs, Tasks
     device, method = _setup(args), _method(args)
-    if not hasattr(method, "reconstruct"):  # before loading the benchmark: fail fast
+    if not isinstance(method, Reconstructs):  # before loading the benchmark: fail fast
         raise ValueError(f"method {args.method!r} has no autoencoder (no reconstruct()); use `nndiff diagnose`")
     bench = _bench(args, device)
     method.setup(bench, args.workdir)
@@ -542,6 +544,13 @@ def cmd_glue_run(args) -> None:
 def cmd_ablation_report(args) -> None:
     from benchmarks.report import write_ablation
     write_ablation(args.results, args.out, config=args.config, name=args.name)
+
+
+def cmd_figure(args) -> None:
+    """One figure of the paper from per-task CSVs (benchmarks/figures.py): reports/<name>.md + figures/<name>.*"""
+    from benchmarks.figures import FIGURES
+    FIGURES[args.name](args.results, args.out, config=args.config)
+    log.info("figure %s -> %s", args.name, args.out)
 
 
 def cmd_methods(args) -> None:
@@ -782,6 +791,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_ablation_report)
+
+    p = sub.add_parser("figure", help="a figure of the paper from per-task CSVs -> reports/<name>.md, "
+                                      "figures/<name>.{png,svg,csv}")
+    p.add_argument("name", choices=["fig6b"], help="fig6b: p-Acc vs number of classes (padded-<k> splits)")
+    p.add_argument("results", nargs="+", help="per-task CSVs (data/<dataset>/<arch>/results/<label>/<split>.csv)")
+    p.add_argument("--config", default=None, help="the profile's config (labels, provenance)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_figure)
 
     p = sub.add_parser("efficiency", help="seconds per personalized model: fine-tuning vs fitted methods")
     for flag in ("--images", "--generic", "--zoo", "--tasks"):

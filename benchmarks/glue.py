@@ -236,8 +236,8 @@ def run_cond_pdiff(zoo: dict, model_name: str, root: str | Path, options: dict, 
 
     Rows per task: the zoo's last fine-tuned checkpoint ("original" in the paper), candidate 0, the mean of the
     candidates (plain rules), and the candidate best on `select_examples` train examples (the paper's rule)."""
-    from methods.base import Bench, Tasks, Zoo
-    from methods.cond_pdiff import CondPDiff
+    from methods.base import Bench, Candidates, Tasks, Zoo
+    from methods.registry import build_method
     options = dict(options)
     if options.get("condition", "text") not in GENERATORS:
         raise ValueError(f"GLUE runs condition on text; choose condition from {list(GENERATORS)}")
@@ -256,7 +256,9 @@ def run_cond_pdiff(zoo: dict, model_name: str, root: str | Path, options: dict, 
                   train_x=torch.zeros(0, 3, 32, 32, dtype=torch.uint8), train_y=torch.zeros(0, dtype=torch.long),
                   class_names=labels, num_classes=2, seed=seed, device=device, encoder_cache=encoder_cache,
                   text_encoder_spec=encoder_spec or {"name": "minilm"}, dataset="glue")
-    method = CondPDiff(options).setup(bench, workdir)
+    method = build_method("cond-pdiff", options).setup(bench, workdir)
+    if not isinstance(method, Candidates):
+        raise TypeError("the registered cond-pdiff has no candidates(): GLUE scores every candidate")
     method.fit(bench, Path(workdir))
     tasks = list(dict.fromkeys(zoo["glue_task"]))
     cand = method.candidates(Tasks(tasks, [list(GLUE_TASKS[t].label_texts) for t in tasks]))  # [n, K, P]

@@ -113,11 +113,26 @@ def summarize_cells(cells: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def cheapest_clear(table: pd.DataFrame, dataset: str, arch: str, floor: float) -> pd.Series | None:
-    """The cheapest recipe (seconds per p-Model) on the cosine generic whose head-room's lower 95% bound
-    reaches `floor`; None when no recipe does."""
-    ok = table[(table.dataset == dataset) & (table.arch == arch) & (table.generic == "cosine") & (table.low >= floor)]
+def cheapest_clear(table: pd.DataFrame, dataset: str, arch: str, floor: float,
+                   generic: str = "cosine") -> pd.Series | None:
+    """The cheapest recipe (seconds per p-Model) on one generic whose head-room's lower 95% bound reaches
+    `floor`; None when no recipe does."""
+    t = table
+    ok = t[(t.dataset == dataset) & (t.arch == arch) & (t.generic == generic) & (t.low >= floor)]
     return None if ok.empty else ok.sort_values("s / p-Model").iloc[0]
+
+
+def strongest_generic(table: pd.DataFrame, dataset: str, arch: str) -> str:
+    """The generic schedule whose classifier selection scores highest: the honest baseline to measure
+    head-room against (a weaker CS would only inflate every method's margin)."""
+    t = table[(table.dataset == dataset) & (table.arch == arch)]
+    return t.groupby("generic")["CS"].mean().idxmax()
+
+
+def choose(table: pd.DataFrame, dataset: str, arch: str, floor: float) -> tuple[str, pd.Series | None]:
+    """The zoo recipe rule: the strongest CS's generic, then its cheapest recipe that clears `floor`."""
+    generic = strongest_generic(table, dataset, arch)
+    return generic, cheapest_clear(table, dataset, arch, floor, generic)
 
 
 def plot(table: pd.DataFrame, out_stem: Path) -> list[Path]:
@@ -156,18 +171,22 @@ def write_report(cells: list[dict], out, *, config: str | None = None, floor: fl
     plot(table, figure)
     verdicts = []
     for (ds, arch), _ in table.groupby(["dataset", "arch"], sort=False):
-        best = cheapest_clear(table, ds, arch, floor)
-        verdicts.append(f"- {ds} / {arch}: " + (
-            f"cheapest recipe with a lower 95% bound ≥ +{floor:g}: {best.epochs} epochs, lr {best.lr:g} "
-            f"(+{best['head-room']:.2f} ± {best['± 95% CI']:.2f}, {best['s / p-Model']:.1f} s per p-Model)"
-            if best is not None else f"no recipe reaches a lower 95% bound of +{floor:g}"))
+        generic, best = choose(table, ds, arch, floor)
+        verdicts.append(f"- {ds} / {arch}: the strongest classifier selection comes from the `{generic}` generic; "
+                        + (f"its cheapest recipe with a lower 95% bound ≥ +{floor:g}: {best.epochs} epochs, lr "
+                           f"{best.lr:g} (+{best['head-room']:.2f} ± {best['± 95% CI']:.2f}, "
+                           f"{best['s / p-Model']:.1f} s per p-Model)"
+                           if best is not None else f"no recipe reaches a lower 95% bound of +{floor:g}"))
     shown = table.drop(columns=["low"])
     prov = artifacts.provenance(config)
     text = "\n".join([
         "# Head-room over classifier selection", "",
         "Fine-tuned p-Model − classifier selection (CS, slice rule), paired over the same tasks of the zoo split,",
         "for each p-Model recipe (Adam, cosine schedule, flips; initialised from the generic model with the task's",
-        "rows) and each generic-model schedule. It bounds what any generator that imitates the zoo can gain.",
+        "rows) and each generic-model schedule (20 epochs at the profile's lr: `cosine` to zero, `constant`, `wsd`:",
+        "constant then the last 20% annealed). It bounds what any generator that imitates the zoo can gain.",
+        "Rule for the zoo: the generic whose CS is strongest (the honest baseline), then its cheapest recipe whose",
+        "head-room's lower 95% bound clears the floor.",
         "`vs cosine CS`: the same fine-tuned p-Models against the CS of the cosine-annealed generic, so the part",
         "of a constant-lr generic's head-room that is recalibration, not personalization, is the difference.", "",
         shown.to_markdown(index=False, floatfmt=".2f"), "",

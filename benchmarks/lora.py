@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from benchmarks.pmodels import PMODELS, PModelArch
 
 ADAPTER = "default"  # peft's adapter name; it appears in the segment names
-LORA_ALPHA = 8.0  # official Cond-PDiff scripts (REFERENCE-CODE 5) and peft's default
+LORA_ALPHA = 8.0  # official Cond-PDiff scripts (docs/design-notes.md §7) and peft's default
 LORA_DROPOUT = 0.0  # official 0.1 is for BERT; a 2-conv CNN on 32x32 images fine-tunes without it
 
 # ----------------------------------------------------------------------------- helpers

@@ -1,4 +1,4 @@
-"""p-Model architectures and their flat parameter layouts (Tina 3.1, G.pt; REFERENCE-CODE 1.1).
+"""p-Model architectures and their flat parameter layouts (Tina 3.1, G.pt; docs/design-notes.md §6.1).
 
 A p-Model is a classifier over one task's K classes. Its *personalized* parameters are the ones a
 method generates: all of them for the CNNs, only the classifier `fc` for ResNet-20 and CLIP ViT-B/32.
@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 # ----------------------------------------------------------------------------- layout
 
@@ -188,6 +189,17 @@ class ClipViTHead(nn.Module):
 def to_float(x: Tensor) -> Tensor:
     """uint8 images -> float in [-1, 1] (Normalize(0.5, 0.5), as the official eval code does for CIFAR)."""
     return x.float().div_(127.5).sub_(1.0)
+
+
+def pmodel_logits(model: nn.Module | None, params: dict[str, Tensor], x: Tensor, head_only: bool) -> Tensor:
+    """Logits of one p-Model given by its personalized parameters `params` ({name: tensor}, `Layout.unflatten`).
+
+    A head-only arch is its linear head `fc` on frozen features x [B, d]; otherwise `model` (the frozen
+    generic weights) runs with `params` swapped in (torch.func.functional_call), on images x (uint8 are
+    scaled by `to_float`; float ones, e.g. augmented, are used as they are). Differentiable in `params`."""
+    if head_only:
+        return x @ params["fc.weight"].T + params["fc.bias"]
+    return functional_call(model, params, (to_float(x) if x.dtype == torch.uint8 else x,))
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def load_results(paths: list[str]) -> pd.DataFrame:
 
 def paired_baseline(methods) -> str:
     """The stronger classifier-selection reading when present (slicing never loses to masking, and it is
-    the yardstick of FINDINGS 1), else the paper's."""
+    the yardstick of docs/design-notes.md §1), else the paper's."""
     return "classifier-selection-slice" if "classifier-selection-slice" in set(methods) else "classifier-selection"
 
 
@@ -244,6 +244,30 @@ def write_zoo_report(entries: list[dict], out: str, *, config: str) -> pd.DataFr
     return df
 
 
+PAPER_CHANCE = 10.0  # the paper's tasks have 10 classes
+PAPER_CHANCE_MARGIN = 2.0  # points: a paper row this close to chance collapsed (Table 6: 9.88-10.78)
+
+
+def paper_value(paper: dict, label: str, split: str) -> float | None:
+    """An ablation's `paper:` entry for (label, split): a number (one-split ablation) or {split: number}."""
+    value = paper.get(label)
+    if isinstance(value, dict):
+        value = value.get(split)
+    return None if value is None else float(value)
+
+
+def _collapse_sentence(label: str, split: str, s: dict, flags: dict, paper: float | None) -> str:
+    """One line per row and split: does ours collapse (interval reaches chance), and does the paper's?"""
+    ours = f"`{label}` ({split.upper()}): ours {s['mean']:.2f} ± {s['ci95']:.2f}, chance {flags['chance']:.2f}%: "
+    ours += ("collapses (the interval reaches chance)" if flags["collapse"] else "above chance, no collapse")
+    if paper is None:
+        return ours + "; the paper gives no number."
+    paper_collapsed = abs(paper - PAPER_CHANCE) <= PAPER_CHANCE_MARGIN
+    agree = "as in the paper" if paper_collapsed == flags["collapse"] else "unlike the paper"
+    return (f"{ours}; the paper's {paper:.2f} {'is chance: a collapse' if paper_collapsed else 'is above chance'}"
+            f" ({agree}).")
+
+
 def write_ablation(results: list[str], out: str, *, config: str, name: str) -> pd.DataFrame:
     """reports/<name>_ablation.md: one row per ablation setting (a separately fitted method label), ID and OOD
     mean ± CI, and the paired difference to the ablation's base row on the same tasks."""
@@ -255,14 +279,20 @@ def write_ablation(results: list[str], out: str, *, config: str, name: str) -> p
     base, splits = spec["base"], spec.get("splits", ["id", "ood"])
     references = [(label, {"factor": "reference", "options": {}}) for label in spec.get("references", [])]
     settings = [(base, {"factor": "base", "options": {}}), *references, *spec["rows"].items()]
-    lines_rows, flagged = [], False
+    paper = spec.get("paper") or {}
+    lines_rows, flagged, verdicts = [], False, []
     for label, row in settings:
         options = ", ".join(f"{k}={v}" for k, v in row.get("options", {}).items())
+        if row.get("of"):  # generates with another label's fit (Table 7's test prompts)
+            options = f"fit of `{row['of']}`" + (f"; {options}" if options else "")
         entry = {"factor": row["factor"], "label": f"`{label}`",
                  "options": options or ("(not a fit of the base)" if row["factor"] == "reference" else "(base)")}
         for split in splits:
             g = df[(df.method == label) & (df.split == split)]
             b = df[(df.method == base) & (df.split == split)]
+            p = paper_value(paper, label, split)
+            if paper:  # the paper's number beside ours
+                entry[split.upper()], entry[f"paper {split.upper()}"] = "", f"{p:.2f}" if p is not None else ""
             if not len(g):  # n/a: the row cannot produce this split; else its results are not there (yet)
                 produced = split in row.get("splits", splits)
                 entry[split.upper()], entry[f"Δ {split.upper()}"] = "not run" if produced else "n/a", ""
@@ -275,6 +305,8 @@ def write_ablation(results: list[str], out: str, *, config: str, name: str) -> p
             entry[split.upper()] = f"{s['mean']:.2f} ± {s['ci95']:.2f} (n={s['n']})" + _marks(flags)
             d = paired(g, b) if label != base and len(b) else None
             entry[f"Δ {split.upper()}"] = f"{d['mean']:+.2f} ± {d['ci95']:.2f}" if d else ""
+            if paper:
+                verdicts.append(_collapse_sentence(label, split, s, flags, p))
         lines_rows.append(entry)
     table = pd.DataFrame(lines_rows)
     prov = artifacts.provenance(cfg)
@@ -284,9 +316,16 @@ def write_ablation(results: list[str], out: str, *, config: str, name: str) -> p
              f"`{base}` with the row's options changed. Mean ± 95% CI over tasks; Δ = row minus base on the same "
              "tasks (paired). `n/a`: the setting cannot produce that split (e.g. an ID-only oracle on OOD tasks); "
              "`not run`: no results were given for it. "
-             "`reference` rows are other methods on the same tasks, for scale.", "",
+             "`reference` rows are other methods on the same tasks, for scale."
+             + (" Rows marked `fit of X` have no fit of their own: they generate with X's fit, generate-time "
+                "options changed." if any(r.get("of") for r in spec["rows"].values()) else ""), "",
              table.to_markdown(index=False), "",
              *([COLLAPSE_LEGEND, ""] if flagged else []),
+             *(["## Against the paper", "",
+                f"`paper` columns: the paper's numbers ({spec.get('paper_source', 'Tina')}; its tasks have 10 classes, "
+                f"chance {PAPER_CHANCE:.0f}%). A paper row within {PAPER_CHANCE_MARGIN:.0f} points of chance is its "
+                "collapse; ours collapses when its 95% interval reaches chance (100/K of our tasks).", "",
+                *[f"- {v}" for v in verdicts], ""] if paper else []),
              f"Base options: `{base_opts}`.", "",
              *([spec["note"].strip(), ""] if spec.get("note") else []),
              f"Profile `{cfg.get('profile')}` (config `{config}`, hash `{prov['config_hash']}`), seed {cfg.get('seed')}, "

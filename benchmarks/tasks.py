@@ -456,8 +456,16 @@ def load_tasks(path: str | os.PathLike) -> dict:
 
 
 def get_split(tasks: dict, split: str) -> list[dict]:
-    """The tasks of one split; an unknown name fails listing the available ones."""
+    """The tasks of one split; an unknown name fails listing the available ones. `padded-<k>` is the padded
+    tasks of k classes (Fig. 6b), one size per split, since one layout serves one generate/evaluate call."""
     splits = tasks["splits"]
+    if split.startswith("padded-") and split[len("padded-"):].isdigit() and "padded" in splits:
+        k = int(split[len("padded-"):])
+        sized = [t for t in splits["padded"] if len(t["classes"]) == k]
+        if not sized:
+            sizes = sorted({len(t["classes"]) for t in splits["padded"]})
+            raise ValueError(f"no padded tasks of {k} classes; sizes: {sizes} (config tasks.padded_sizes)")
+        return sized
     if split not in splits:
         raise ValueError(f"unknown split {split!r}; available splits: {', '.join(splits)}")
     return splits[split]

@@ -1,10 +1,11 @@
 """Text-to-model for end users: a prompt -> a standalone p-Model file -> predictions on image files (Tina 1, 2.2).
 
-`generate_pmodel` asks a fitted Tina for the personalized parameters of one prompt (class names, their
-descriptions, or one image per class through CLIP's image tower, Fig. 6a), puts them into the generic
-model's frozen parts and writes one torch file: the p-Model's full state dict, its classes in output order,
-the arch name and a model card saying how it was made. `classify` loads such a file (weights_only) and
-labels images. CLI: `nndiff generate --method tina --prompt "apple, bear" ...` and `nndiff classify`.
+`generate_pmodel` asks a fitted generator (Tina, or any method with the `methods.base.Promptable` capability)
+for the personalized parameters of one prompt (class names, their descriptions, or one image per class through
+CLIP's image tower, Fig. 6a), puts them into the generic model's frozen parts and writes one torch file: the
+p-Model's full state dict, its classes in output order, the arch name and a model card saying how it was made.
+`classify` loads such a file (weights_only) and labels images. CLI: `nndiff generate --method tina --prompt
+"apple, bear" ...` and `nndiff classify`. Methods are reached through the registry and the protocol only.
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from torch import Tensor
 from benchmarks import artifacts
 from benchmarks.pmodels import get_arch, to_float
 from benchmarks.train import Generic
-from methods.base import Bench, Tasks, Zoo
-from methods.diffusion import DiffusionConfig
+from methods.base import Bench, Method, Promptable, Tasks, Zoo
+from methods.registry import build_method, get_method
 
 FORMAT = "nndiff-pmodel/1"
 IMAGE_SIZE = 32  # p-Models see 32x32 images, as every dataset here (benchmarks/datasets.py)
@@ -45,31 +46,35 @@ def load_images(paths: list[str | os.PathLike], size: int = IMAGE_SIZE) -> Tenso
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
+def _promptable(method: str) -> type[Method]:
+    """The registered method class, if it can generate from a prompt (`Promptable`)."""
+    cls = get_method(method)
+    if not issubclass(cls, Promptable):
+        raise ValueError(f"method {method!r} cannot generate from a prompt: it lacks the Promptable capability "
+                         "(methods.base.Promptable: generate_from_embeddings, prompt_encoder, ...); use --method tina")
+    return cls
+
+
 def load_bench(generic: str | os.PathLike | Generic, workdir: str | os.PathLike, *, encoder: dict | None = None,
                encoder_cache: str | os.PathLike | None = None, seed: int = 0,
-               device: torch.device = torch.device("cpu")) -> Bench:
+               device: torch.device = torch.device("cpu"), method: str = "tina") -> Bench:
     """A Bench for generation only: the generic model (the p-Model's frozen parts) and the text encoder the
-    fitted Tina in `workdir` was trained with (or `encoder`); no zoo and no images."""
+    generator fitted in `workdir` was trained with (or `encoder`); no zoo and no images."""
     generic = generic if isinstance(generic, Generic) else Generic.load(generic)
-    state_path = Path(workdir) / "state.pt"
-    if not state_path.is_file():
-        raise FileNotFoundError(f"no fitted tina at {state_path}; run `nndiff fit --method tina` first")
-    state = artifacts.load_torch(state_path)
-    arch = get_arch(state["arch"])
-    return Bench(arch=arch, generic=generic, zoo=Zoo([], [], torch.zeros(0, arch.layout(state["num_classes"]).n_params),
-                                                     torch.zeros(0)),
+    fitted = _promptable(method).fitted_bench(workdir)  # fails, naming the path, when nothing was fitted there
+    arch = get_arch(fitted["arch"])
+    n_params = arch.layout(fitted["num_classes"]).n_params
+    return Bench(arch=arch, generic=generic, zoo=Zoo([], [], torch.zeros(0, n_params), torch.zeros(0)),
                  train_x=torch.zeros(0, 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8),
                  train_y=torch.zeros(0, dtype=torch.long), class_names=list(generic.classes),
-                 num_classes=state["num_classes"], seed=seed, device=device,
+                 num_classes=fitted["num_classes"], seed=seed, device=device,
                  encoder_cache=Path(encoder_cache) if encoder_cache else None,
-                 text_encoder_spec=encoder or state["encoder_spec"], dataset=state["dataset"])
+                 text_encoder_spec=encoder or fitted["encoder_spec"], dataset=fitted["dataset"])
 
 
-def _model_card(classes: list[str], arch: str, state: dict, tina, workdir: Path, prompt_kind: str,
+def _model_card(classes: list[str], arch: str, card: dict, state_path: Path, prompt_kind: str,
                 n_params: int, n_generated: int) -> str:
-    c = tina.config
-    digest = hashlib.sha256((workdir / "state.pt").read_bytes()).hexdigest()[:12]
-    steps = c.sample_steps or DiffusionConfig().steps_for(c.sampler)
+    digest = hashlib.sha256(state_path.read_bytes()).hexdigest()[:12]
     lines = [
         f"# p-Model: {', '.join(classes)}",
         "",
@@ -77,11 +82,9 @@ def _model_card(classes: list[str], arch: str, state: dict, tina, workdir: Path,
         f"- Architecture: `{arch}`, {n_params:,} parameters, "
         + ("all generated" if n_generated == n_params else f"{n_generated:,} generated, the other "
            f"{n_params - n_generated:,} frozen from the generic (stage-1) model"),
-        f"- Made by: Tina (text-conditioned neural network diffusion), prompted with class {prompt_kind}",
-        f"- Generator: `{workdir / 'state.pt'}` (sha256 {digest}), trained {state['step']} steps on {state['n_zoo']} "
-        f"p-Models of `{state['dataset'] or '?'}`, text encoder `{state['encoder']}`, "
-        f"{'EMA' if c.use_ema else 'raw'} weights",
-        f"- Sampler: {c.sampler}, {steps} steps, seed {tina.seed}, {c.n_samples} sample(s)",
+        f"- Made by: {card['made_by']}, prompted with class {prompt_kind}",
+        f"- Generator: `{state_path}` (sha256 {digest}), {card['trained']}",
+        f"- Sampler: {card['sampling']}",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
         "- Input: RGB images resized to 32x32, scaled to [-1, 1] (`benchmarks.pmodels.to_float`)",
         "- Caveat: generated without training on these classes; its accuracy has not been measured.",
@@ -91,22 +94,22 @@ def _model_card(classes: list[str], arch: str, state: dict, tina, workdir: Path,
 
 def generate_pmodel(workdir: str | os.PathLike, bench: Bench | str | os.PathLike, prompt: list[str],
                     out: str | os.PathLike, *, image_prompt: list[str | os.PathLike] | None = None,
-                    descriptions: bool = False, options: dict | None = None) -> Path:
-    """Generate one p-Model for `prompt` with the Tina fitted in `workdir` and write it as a standalone file.
+                    descriptions: bool = False, options: dict | None = None, method: str = "tina") -> Path:
+    """Generate one p-Model for `prompt` with the generator fitted in `workdir` and write it as a standalone file.
 
     Args:
         bench: the benchmark, or the path of the generic model (see `load_bench`).
         prompt: class names in output order (with `image_prompt`: their names; empty: the image file stems).
         image_prompt: one image per class, encoded by CLIP's image tower (needs a Tina fitted with clip).
         descriptions: prompt with the classes' descriptions (the dataset's shipped file) instead of names.
-        options: Tina options for sampling (sampler, sample_steps, seed, use_ema, n_samples).
+        options: the method's options for sampling (Tina: sampler, sample_steps, seed, use_ema, n_samples).
+        method: a registered method with the `Promptable` capability.
     Returns:
         `out`, a torch file {format, arch, classes, state_dict, model_card, meta}.
     """
-    from methods.tina import Tina
-
+    _promptable(method)
     workdir = Path(workdir)
-    bench = bench if isinstance(bench, Bench) else load_bench(bench, workdir)
+    bench = bench if isinstance(bench, Bench) else load_bench(bench, workdir, method=method)
     prompt = [str(c).strip() for c in prompt if str(c).strip()]
     if image_prompt:
         prompt = prompt or [Path(p).stem for p in image_prompt]
@@ -118,18 +121,18 @@ def generate_pmodel(workdir: str | os.PathLike, bench: Bench | str | os.PathLike
     options = dict(options or {})
     if descriptions:
         options["generate_text"] = "descriptions"
-    tina = Tina(options).setup(bench, workdir)
-    state, _ = tina._load()
-    if image_prompt:  # Fig. 6a: CLIP aligns images with the texts Tina was trained on
-        encoder = tina.text_encoder(state)
-        if not state["encoder"].startswith("clip") or encoder.name != state["encoder"]:
-            raise ValueError(f"image prompts need the clip encoder Tina was fitted with; this Tina uses "
-                             f"{state['encoder']!r}. Fit with encoder {{\"name\": \"clip\"}} (local ViT-B/32 weights)")
+    generator = build_method(method, options).setup(bench, workdir)
+    card = generator.generator_card()
+    if image_prompt:  # Fig. 6a: CLIP aligns images with the texts the generator was trained on
+        encoder = generator.prompt_encoder()  # the one it was fitted with
+        if not encoder.name.startswith("clip"):
+            raise ValueError(f"image prompts need a generator fitted with the clip encoder; this {method} uses "
+                             f"{encoder.name!r}. Fit with encoder {{\"name\": \"clip\"}} (local ViT-B/32 weights)")
         emb = encoder.encode_image(load_images(image_prompt, CLIP_PROMPT_SIZE))[None]  # [1, K, D]
-        theta = tina.generate_from_embeddings(emb, ["prompt"], [prompt], classes=[prompt])[0]
+        theta = generator.generate_from_embeddings(emb, ["prompt"], [prompt], classes=[prompt])[0]
         kind = "images (" + ", ".join(Path(p).name for p in image_prompt) + ")"
     else:
-        theta = tina.generate(Tasks(["prompt"], [prompt]))[0]  # [n_params(K)]
+        theta = generator.generate(Tasks(["prompt"], [prompt]))[0]  # [n_params(K)]
         kind = "descriptions" if descriptions else "names"
 
     arch, k = bench.arch, len(prompt)
@@ -140,13 +143,12 @@ def generate_pmodel(workdir: str | os.PathLike, bench: Bench | str | os.PathLike
     if unexpected:
         raise RuntimeError(f"generated parameters {unexpected} have no place in {arch.name}")
     state_dict = {n: t.detach().cpu().clone() for n, t in model.state_dict().items()}
-    card = _model_card(prompt, arch.name, state, tina, workdir, kind, sum(t.numel() for t in model.parameters()),
+    text = _model_card(prompt, arch.name, card, generator.state_path, kind, sum(t.numel() for t in model.parameters()),
                        layout.n_params)
-    meta = {"method": "tina", "workdir": str(workdir), "prompt_kind": kind, "sampler": tina.config.sampler,
-            "sample_steps": tina.config.sample_steps, "seed": tina.seed, "encoder": state["encoder"],
+    meta = {"method": method, "workdir": str(workdir), "prompt_kind": kind, **card["meta"],
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     artifacts.save_torch({"format": FORMAT, "arch": arch.name, "classes": prompt, "state_dict": state_dict,
-                          "model_card": card, "meta": meta}, out)
+                          "model_card": text, "meta": meta}, out)
     return Path(out)
 
 

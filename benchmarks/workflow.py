@@ -17,8 +17,8 @@ import re
 
 from benchmarks.config import MethodSpec, method_specs, validate_config
 
-SPLIT_PATTERN = r"zoo|id|ood|padded|unseen-zoo|unseen-\d+"  # the splits of tasks.py; "lora-id" is no split
-SPLITS_HELP = "zoo, id, ood, padded, unseen-zoo, unseen-<int>"
+SPLIT_PATTERN = r"zoo|id|ood|padded|padded-\d+|unseen-zoo|unseen-\d+"  # tasks.py's splits; "lora-id" is no split
+SPLITS_HELP = "zoo, id, ood, padded, unseen-zoo, unseen-<int>, padded-<classes>"
 DEFAULT_SPLITS = ["id", "ood"]
 ORACLE = "oracle"
 
@@ -70,7 +70,11 @@ def base_label(cfg: dict, label: str) -> str:
 
 
 def fitted_label(cfg: dict, label: str) -> str:
-    """The label whose fit a label uses: a variant's `of`, else the label itself (an ablation row fits itself)."""
+    """The label whose fit a label uses: a variant's `of`, an ablation row's `of` (a generate-time setting of
+    the base or of another row), else the label itself (an ablation row fits itself)."""
+    row = ablation_rows(cfg).get(label, {})
+    if row.get("of"):
+        return fitted_label(cfg, row["of"])
     return variants(cfg).get(label, {}).get("of", label)
 
 
@@ -78,6 +82,10 @@ def method_options(cfg: dict, label: str) -> tuple[str, dict]:
     """(registry name, options) of a label: a variant's (or ablation row's) options override its base label's.
     A variant's condition `control` (benchmarks/controls.py) rides along; `nndiff generate` takes it out of the
     options before the method is built, so the generate rule's command stays the same for every label."""
+    row = ablation_rows(cfg).get(label, {})
+    if row.get("of"):  # generates with the fit of `of`: its options, the row's generate-time options changed
+        name, options = method_options(cfg, row["of"])
+        return name, {**options, **row.get("options", {})}
     spec = specs(cfg)[base_label(cfg, label)]
     extra = {k: v for k, v in variants(cfg).get(label, {}).items() if k != "of"}
     extra.update(ablation_rows(cfg).get(label, {}).get("options", {}))
@@ -114,6 +122,37 @@ def ablation_results(cfg: dict, name: str) -> list[str]:
     rows = {ab["base"]: ss, **{label: ss for label in ab.get("references", [])},
             **{label: row.get("splits", ss) for label, row in ab["rows"].items()}}
     return [f"data/{ab['dataset']}/{ab['arch']}/results/{label}/{s}.csv" for label, sp in rows.items() for s in sp]
+
+
+
+def ablation_report(cfg: dict, name: str) -> str:
+    """The file stem of an ablation's report: its `report` (a paper table, e.g. `table6`), else `<name>_ablation`."""
+    return ablations(cfg)[name].get("report") or f"{name}_ablation"
+
+
+def ablation_tables(cfg: dict) -> dict[str, str]:
+    """Report stem -> ablation name, for the ablations written as a paper table (`report: table6`)."""
+    return {ab["report"]: name for name, ab in ablations(cfg).items() if ab.get("report")}
+
+
+def padded_sizes(cfg: dict) -> list[int]:
+    """The class counts of the padded tasks (split `padded-<k>` holds those of k classes)."""
+    from benchmarks.tasks import TasksConfig
+    return list((cfg.get("tasks") or {}).get("padded_sizes") or TasksConfig().padded_sizes)
+
+
+def fig6b(cfg: dict) -> dict:
+    """`report.fig6b`: p-Acc vs number of classes (Tina Fig. 6b); {} when the config asks for none."""
+    return (cfg.get("report") or {}).get("fig6b") or {}
+
+
+def fig6b_results(cfg: dict) -> list[str]:
+    """Result CSVs of Fig. 6b: its method and baselines on each `padded-<k>` split."""
+    spec = fig6b(cfg)
+    if not spec:
+        return []
+    labels = [spec["method"], *spec.get("baselines", [])]
+    return results(cfg, [spec["dataset"]], [spec["arch"]], labels, [f"padded-{k}" for k in padded_sizes(cfg)])
 
 # ----------------------------------------------------------------------------- checks
 
@@ -203,8 +242,44 @@ def _check_ablations(cfg: dict) -> None:
         rows_of.update(dict.fromkeys(ab["rows"], name))
         spec = methods[ab["base"]]
         cls = method_class(spec.method, f"methods.{spec.label}")
+        fitting = [ab["base"], *(label for label, row in ab["rows"].items() if not row.get("of"))]
         for label, row in ab["rows"].items():
             cls.check_options(row["options"], f"{where}.rows.{label}.options")
+            if row.get("of"):  # a generate-time setting of a fit in this ablation (e.g. Table 7's test prompts)
+                if row["of"] not in fitting:
+                    raise ValueError(f"{where}.rows.{label}.of: {row['of']!r} is neither the base nor a fitted row "
+                                     f"of this ablation; choices: {fitting}")
+                free = cls.generate_options()
+                refit = [k for k in row["options"] if k not in free]
+                if refit:
+                    raise ValueError(f"{where}.rows.{label}.options: {refit} are not generate-time options of "
+                                     f"{spec.method!r} (a row with `of` reuses that fit); generate-time: {list(free)}")
+        _check_paper(ab, where)
+    stems = [ablation_report(cfg, name) for name in ablations(cfg)]
+    for name in ablations(cfg):
+        stem = ablation_report(cfg, name)
+        if stem in RESERVED_REPORTS or stems.count(stem) > 1 or (ablations(cfg)[name].get("report") or "").endswith("_ablation"):
+            raise ValueError(f"ablations.{name}.report: {stem!r} names another report; reserved: "
+                             f"{sorted(RESERVED_REPORTS)}, other ablations' and names ending in _ablation")
+
+
+RESERVED_REPORTS = {"table1", "zoo", "variants", "claims", "headroom", "fig6b", "index"}
+
+
+def _check_paper(ab: dict, where: str) -> None:
+    """`paper:` maps labels of the ablation to the paper's value: a number (an ablation of one split) or
+    {split: number}."""
+    labels = {ab["base"], *ab.get("references", []), *ab["rows"]}
+    splits = ab.get("splits", DEFAULT_SPLITS)
+    for label, value in (ab.get("paper") or {}).items():
+        if label not in labels:
+            raise ValueError(f"{where}.paper.{label}: not a label of this ablation; labels: {sorted(labels)}")
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(splits))
+            if unknown:
+                raise ValueError(f"{where}.paper.{label}: splits {unknown} are not the ablation's splits {splits}")
+        elif len(splits) != 1:
+            raise ValueError(f"{where}.paper.{label}: give {{split: value}} for an ablation of splits {splits}")
 
 
 def _check_reports(cfg: dict) -> None:
@@ -216,6 +291,18 @@ def _check_reports(cfg: dict) -> None:
     unknown = sorted(set((report.get("efficiency") or {}).get("methods", [])) - set(timed))
     if unknown:
         raise ValueError(f"report.efficiency.methods {unknown} are not method or variant labels; labels: {timed}")
+    spec = fig6b(cfg)
+    if spec:  # generated per padded-<k> split: a method, variant or ablation-row label (not the oracle)
+        for key, known in (("dataset", list(cfg["datasets"])), ("arch", list(cfg["archs"]))):
+            if spec[key] not in known:
+                raise ValueError(f"report.fig6b.{key}: {spec[key]!r} is not in the config's {key}s: {known}")
+        labels = [*method_labels(cfg), *names, *ablation_rows(cfg)]
+        for label in [spec["method"], *spec.get("baselines", [])]:
+            if label not in labels:
+                raise ValueError(f"report.fig6b: {label!r} is not a method, variant or ablation-row label; "
+                                 f"labels: {labels}")
+            if not runs_on(cfg, label, spec["arch"]):
+                raise ValueError(f"report.fig6b: {label!r} does not run on arch {spec['arch']!r} (its `archs`)")
 
 
 def _check_splits(cfg: dict) -> None:

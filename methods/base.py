@@ -1,26 +1,34 @@
-"""The method contract: what a weight-generating method sees and what it must return (DESIGN.md).
+"""The method contract, and with `methods.api` the whole public API of a method plugin (README, "Adding a method").
 
 A method sees the training side of the benchmark only (`Bench`): the generic model, the p-Model zoo,
-train images (and frozen train features for head-only archs), the p-Model architecture and the text/image
-encoders. `fit` learns and saves state under its workdir; `generate` returns one parameter vector per task
-in the p-Model's flat layout. The harness evaluates the vectors, so every method is judged alike.
+train images (and frozen train features for head-only archs), the p-Model architecture, the text/image
+encoders and one service, `Bench.score_on_train`. `fit` learns and saves state under its workdir
+(`save_state`, resumable `save_checkpoint`); `generate` returns one parameter vector per task in the
+p-Model's flat layout. The harness evaluates the vectors, so every method is judged alike. Optional
+capabilities (`Candidates`, `Reconstructs`, `Promptable`) and the shared helpers live in `methods.api`; every
+name of it is re-exported here, so `from methods.base import ...` is a method's one import from this project.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor
 
 from benchmarks import artifacts
-from benchmarks.pmodels import Layout, PModelArch
-from benchmarks.train import Generic, load_zoo
+from benchmarks.train import load_zoo
+from methods.api import *  # noqa: F401,F403 (the public API: one import for a method)
+from methods.api import Generic, Layout, PModelArch
+from methods.api import __all__ as _api_names
+
+__all__ = ["Bench", "Method", "OptionRule", "Tasks", "Zoo", "option", *_api_names]
 
 
 @dataclass
@@ -85,6 +93,9 @@ class Bench:
     encoder_cache: Path | None = None
     text_encoder_spec: dict = field(default_factory=lambda: {"name": "minilm"})  # the config's `encoder`
     dataset: str = ""
+    # the harness's train-set scoring (`score_on_train`), injected; None: the evaluation engine's
+    # (benchmarks.evaluate.train_scores). A signature (bench, theta, tasks, *, shots, key) -> (accuracy, loss).
+    scorer: Callable | None = field(default=None, repr=False, compare=False)
 
     @property
     def layout(self) -> Layout:
@@ -103,8 +114,22 @@ class Bench:
         spec = self.text_encoder_spec
         return self.encoder(spec["name"], **spec.get("options", {}))
 
+    def score_on_train(self, theta: Tensor, tasks: "Tasks", *, shots: int | None = None, key: tuple = (),
+                       loss: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Accuracy (a fraction) of p-Model vectors on each task's TRAIN images, output i = class i of the task:
+        [n_tasks] for theta [n_tasks, P], [n_tasks, n_candidates] for [n_tasks, n_candidates, P]. The test
+        split is never touched. `shots`: None, every train image of the task's classes; n, n images per class
+        drawn with `derive_seed(seed, *key, task id)`. `loss=True`: (accuracy, mean cross-entropy)."""
+        scorer = self.scorer
+        if scorer is None:
+            from benchmarks.evaluate import train_scores as scorer
+        acc, ce = scorer(self, theta, tasks, shots=shots, key=key)
+        return (acc, ce) if loss else acc
+
 
 # ----------------------------------------------------------------------------- method options
+
+STATE, CHECKPOINT = "state.pt", "checkpoint.pt"  # files under a method's workdir
 
 OPTION = "nndiff.option"  # dataclass field metadata key of an `OptionRule`
 
@@ -250,6 +275,15 @@ class Method:
     def layout(self) -> Layout:
         return self.bench.arch.layout(len(self.bench.class_names) if self.output_space == "all" else self.bench.num_classes)
 
+    def text_encoder_for(self, name: str | None = None, *, fitted: str | None = None):
+        """The method's text encoder: `name` (its `encoder` option) or the benchmark's configured one. With
+        `fitted`, the encoder name its state was fitted with, any other encoder fails."""
+        encoder = self.bench.text_encoder(name)
+        if fitted is not None and encoder.name != fitted:
+            raise ValueError(f"{self.name} was fitted with text encoder {fitted!r}, generating with "
+                             f"{encoder.name!r}: use the same encoder")
+        return encoder
+
     def fit(self, bench: Bench, workdir: Path) -> None:
         raise NotImplementedError
 
@@ -260,12 +294,12 @@ class Method:
     # -- state that `generate` reads back, possibly in another process
     def save_state(self, **state: Any) -> None:
         """Save tensors and plain values, no wall-clock times (`save_timing`): the same fit, the same bytes."""
-        artifacts.save_torch(state, self.workdir / "state.pt")
+        artifacts.save_torch(state, self.state_path)
         self._state = dict(state)  # generate() in this process needs no reload
 
     def save_timing(self, **timing: Any) -> None:
         """Wall-clock seconds of the fit (JSON-able), kept beside the state in `state.pt.timing.json`."""
-        artifacts.write_timing(self.workdir / "state.pt", **timing)
+        artifacts.write_timing(self.state_path, **timing)
 
     @property
     def state(self) -> dict:
@@ -275,7 +309,44 @@ class Method:
         return self._state
 
     def load_state(self) -> dict:
-        path = self.workdir / "state.pt"
+        return self.read_state(self.workdir)
+
+    @classmethod
+    def read_state(cls, workdir: str | os.PathLike) -> dict:
+        """The state a fit saved in `workdir` (no instance or Bench needed)."""
+        path = Path(workdir) / STATE
         if not path.exists():
-            raise FileNotFoundError(f"method {self.name!r} has no fitted state at {path}; run fit first")
+            raise FileNotFoundError(f"method {cls.name!r} has no fitted state at {path}; run fit first")
         return artifacts.load_torch(path)
+
+    @property
+    def state_path(self) -> Path:
+        """`<workdir>/state.pt`, what `save_state` writes."""
+        return self.workdir / STATE
+
+    def has_state(self) -> bool:
+        return self.state_path.exists()
+
+    # -- a resumable checkpoint of a long fit: `<workdir>/checkpoint.pt`, written atomically
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.workdir / CHECKPOINT
+
+    def save_checkpoint(self, checkpoint: dict, **timing: Any) -> None:
+        """Replace the checkpoint; wall-clock `timing` (JSON-able) goes to its sidecar, never into it."""
+        if timing:
+            artifacts.write_timing(self.checkpoint_path, **timing)
+        artifacts.save_torch(checkpoint, self.checkpoint_path)
+
+    def load_checkpoint(self) -> dict | None:
+        """The checkpoint, or None when there is none."""
+        return artifacts.load_torch(self.checkpoint_path) if self.checkpoint_path.exists() else None
+
+    def checkpoint_timing(self) -> dict:
+        """The checkpoint's wall-clock sidecar ({} when none)."""
+        return artifacts.read_timing(self.checkpoint_path)
+
+    def remove_checkpoint(self) -> None:
+        """Drop the checkpoint and its sidecar (the final state supersedes them)."""
+        self.checkpoint_path.unlink(missing_ok=True)
+        artifacts.timing_path(self.checkpoint_path).unlink(missing_ok=True)

@@ -40,11 +40,11 @@ Candidate selection (`select`), after the paper's "generate 20, keep the best on
     class of the task (ties: lower cross-entropy). It uses the task's train images, which data-free
     generators (Tina) do not: compare like with like.
 
-Deviations from the official code (REFERENCE-CODE 5), on purpose: per-sample timestep embedding (official:
+Deviations from the official code (docs/design-notes.md §7), on purpose: per-sample timestep embedding (official:
 `time[0]` for the whole batch); noise 0.001 on the latent (official 0.1); no tanh/clamp on the latent, which is
 standardized instead; AdamW weight decay 2e-6 as the paper's configs (the official trainer hard-codes 1e-2);
 no ReduceLROnPlateau (its patience of 5000 steps never fires at these budgets); DDIM-50 by default (official:
-ancestral DDPM-1000; FINDINGS 5 measured them equal on these tasks).
+ancestral DDPM-1000; docs/design-notes.md §5: they measure equal on these tasks).
 
 The paper's own experiments cannot run offline, so no numbers are claimed for them. GLUE (Table 1) would need
 `bert-base-uncased`, `roberta-base` and `microsoft/deberta-v3-base` weights in the Hugging Face cache
@@ -66,14 +66,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from benchmarks import artifacts
-from benchmarks.encoders import class_prompt
-from benchmarks.pmodels import Layout, to_float
-from benchmarks.train import derive_seed
-from methods.base import Bench, Method, Tasks, option
+from methods.base import (Bench, Layout, Method, Tasks, class_prompt, config_hash, derive_seed, option, select_best,
+                          to_float)
 from methods.cond_pdiff_net import CondUNet1D, ParamAutoencoder
 from methods.diffusion import DiffusionConfig, SAMPLERS, make_scheduler, noised, sample
 
@@ -351,7 +347,7 @@ class CondPDiff(Method):
         unet_mults: tuple[int, ...] = option((1, 2), min=1)
         emb_dim: int = option(128, min=1)
         diffusion_steps: int = option(6000, min=0)  # official: 12k epochs; CPU-scale default
-        # optimization (paper's configs; REFERENCE-CODE 5)
+        # optimization (paper's configs; the official code: docs/design-notes.md §7)
         batch_size: int = option(64, min=1)  # official 256; zoos here are ~1000 vectors
         lr: float = option(1e-3, above=0)  # the denoiser's
         # paper's configs; the official trainer hard-codes AdamW wd 1e-2 instead
@@ -438,7 +434,7 @@ class CondPDiff(Method):
     def _ckpt_key(self, bench: Bench, n_params: int) -> str:
         free = self.generate_options()  # sampling, selection, bookkeeping: no part of the fit
         fields = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in free}
-        return artifacts.config_hash({**fields, "n_params": n_params, "zoo": list(bench.zoo.task_ids),
+        return config_hash({**fields, "n_params": n_params, "zoo": list(bench.zoo.task_ids),
                                       "seed": bench.seed, "arch": bench.arch.name})
 
     # -- fit (paper 3.2 then 3.3)
@@ -474,24 +470,24 @@ class CondPDiff(Method):
         ae_opt = torch.optim.AdamW(ae.parameters(), lr=c.ae_lr, weight_decay=c.weight_decay)
         den_opt = torch.optim.AdamW(den.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         gen = torch.Generator().manual_seed(derive_seed(bench.seed, "cond-pdiff", "fit"))
-        ckpt_path, key = self.workdir / "checkpoint.pt", self._ckpt_key(bench, n_params)
+        key = self._ckpt_key(bench, n_params)
         phase, step = "ae", 0
-        if ckpt_path.exists():
-            ck = artifacts.load_torch(ckpt_path)
+        ck = self.load_checkpoint()
+        if ck is not None:
             if ck.get("key") == key:
                 for obj, name in ((ae, "ae"), (den, "den"), (ae_opt, "ae_opt"), (den_opt, "den_opt")):
                     obj.load_state_dict(ck[name])
                 gen.set_state(ck["gen"])
                 phase, step, self.history = ck["phase"], ck["step"], ck["history"]
-                log.info("cond-pdiff: resuming %s at step %d from %s", phase, step, ckpt_path)
+                log.info("cond-pdiff: resuming %s at step %d from %s", phase, step, self.checkpoint_path)
             else:
-                log.warning("cond-pdiff: ignoring %s (written for another config or zoo)", ckpt_path)
+                log.warning("cond-pdiff: ignoring %s (written for another config or zoo)", self.checkpoint_path)
 
         def checkpoint(phase_now: str, step_now: int) -> None:
-            artifacts.save_torch({"key": key, "phase": phase_now, "step": step_now, "ae": ae.state_dict(),
+            self.save_checkpoint({"key": key, "phase": phase_now, "step": step_now, "ae": ae.state_dict(),
                                   "den": den.state_dict(), "ae_opt": ae_opt.state_dict(),
                                   "den_opt": den_opt.state_dict(), "gen": gen.get_state(),
-                                  "history": self.history}, ckpt_path)
+                                  "history": self.history})
 
         n = len(theta)
         # 2. autoencoder: MSE(w, D(E(w + xi_w) + xi_z)) (eq. 6-7)
@@ -553,7 +549,7 @@ class CondPDiff(Method):
                         cond_stats=conditioner.stats, ae=ae.state_dict(), den=den.state_dict(),
                         lat_mean=lat_mean.cpu(), lat_std=lat_std.cpu(), recon_mse=recon, history=self.history)
         self.save_timing(ae=t_ae, total=time.time() - start)  # wall time beside the state, not in it
-        ckpt_path.unlink(missing_ok=True)
+        self.remove_checkpoint()
         log.info("cond-pdiff: fitted in %.1fs (autoencoder %.1fs)", time.time() - start, t_ae)
 
     def _log(self, phase: str, step: int, loss: float, bar) -> None:
@@ -664,45 +660,13 @@ class CondPDiff(Method):
             return theta[:, 0].contiguous()
         if rule == "mean":
             return theta.mean(1)
-        acc, loss = fewshot_scores(self.bench, self.layout, theta, tasks, self.config.select_shots)
-        # best accuracy; among equals, the lower cross-entropy
-        best = loss.masked_fill(acc < acc.max(1, keepdim=True).values, float("inf")).argmin(1)
+        # the paper's rule: best accuracy on `select_shots` train images per class (drawn per task id); among
+        # equals, the lower cross-entropy
+        chosen = select_best(theta, tasks, self.bench, shots=self.config.select_shots, key=("cond-pdiff", "select"),
+                             tie_break="loss", label="cond-pdiff select='fewshot-acc'")
+        best, acc = chosen.index, chosen.accuracy
         self.last_selection = {"task_ids": list(tasks.ids), "chosen": best, "fewshot_acc": acc}
         log.info("cond-pdiff fewshot-acc: chosen candidates score %.1f%% on %d train shots/class (first: %.1f%%)",
                  100 * acc[torch.arange(len(best)), best].mean().item(), self.config.select_shots,
                  100 * acc[:, 0].mean().item())
-        return theta[torch.arange(len(best)), best]
-
-
-@torch.no_grad()
-def fewshot_scores(bench: Bench, layout: Layout, theta: Tensor, tasks: Tasks, shots: int) -> tuple[Tensor, Tensor]:
-    """Accuracy and cross-entropy [n_tasks, nc] of candidate p-Models on `shots` train images per class of each
-    task (seeded by task id; labels in task order). Train images only: the test split is never touched."""
-    arch, dev = bench.arch, bench.device
-    index = {c: i for i, c in enumerate(bench.class_names)}
-    model = bench.generic.module(layout.num_classes, arch).to(dev).eval()  # frozen weights from the generic model
-    params = layout.unflatten(theta.float())  # {name: [n_tasks, nc, *shape]}
-    acc = torch.zeros(theta.shape[:2])
-    loss = torch.zeros(theta.shape[:2])
-    for i, (tid, cs) in enumerate(zip(tasks.ids, tasks.classes)):
-        g = torch.Generator().manual_seed(derive_seed(bench.seed, "cond-pdiff", "select", tid))
-        picks, labels = [], []
-        for pos, name in enumerate(cs):
-            if name not in index:
-                raise ValueError(f"cond-pdiff select='fewshot-acc' needs dataset classes; task {tid!r} names {name!r}")
-            idx = (bench.train_y == index[name]).nonzero().flatten()
-            picks.append(idx[torch.randperm(len(idx), generator=g)[:shots]])
-            labels.append(torch.full((len(picks[-1]),), pos))
-        idx, y = torch.cat(picks), torch.cat(labels).to(dev)
-        if arch.head_only:
-            if bench.train_features is None:
-                raise ValueError(f"cond-pdiff: head-only arch {arch.name} needs train features for fewshot-acc")
-            x = bench.train_features[idx].float().to(dev)
-        else:
-            x = to_float(bench.train_x[idx].to(dev))
-        for j in range(theta.shape[1]):
-            p = {n: t[i, j].to(dev) for n, t in params.items()}
-            logits = x @ p["fc.weight"].T + p["fc.bias"] if arch.head_only else functional_call(model, p, (x,))
-            acc[i, j] = (logits.argmax(1) == y).float().mean().cpu()
-            loss[i, j] = F.cross_entropy(logits, y).cpu()
-    return acc, loss
+        return chosen.theta

@@ -5,7 +5,7 @@ do not show strong positional relationships", so 1D rather than 2D convolutions)
 sequence is *not* shift-invariant (coordinate i is a specific weight, not a pixel): the decoder ends with a
 learned per-coordinate bias, and the denoiser adds a learned position embedding to its input.
 
-Fixed against the official code (REFERENCE-CODE 5): every sample gets its OWN timestep embedding (the
+Fixed against the official code (docs/design-notes.md §7): every sample gets its OWN timestep embedding (the
 official UNet embeds `time[0]` for the whole batch), and the autoencoder's noise is the paper's additive
 Gaussian of amplitude 0.001 on the input and on the latent (the official code mixes in 0.1 on the latent).
 """

@@ -17,14 +17,14 @@ SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm-solver": DPMSolve
 
 @dataclass
 class DiffusionConfig:
-    """Noise schedule and sampler. Defaults follow the official Tina code (REFERENCE-CODE 1.4)."""
+    """Noise schedule and sampler. Defaults follow the official Tina code (docs/design-notes.md §6.4)."""
 
     train_steps: int = 1000  # T (paper: DDPM, 1000 steps)
     beta_schedule: str = "linear"  # linear beta 1e-4 -> 0.02, as Tina's / G.pt's create_diffusion
     beta_start: float = 1e-4
     beta_end: float = 0.02
     prediction: str = "sample"  # "sample": x0 prediction (Tina eq. 1); "epsilon" (Cond P-Diff)
-    sampler: str = "ddim"  # ddpm | ddim | dpm-solver; DDIM-10 ~ DDPM-1000 on these tasks (FINDINGS 5)
+    sampler: str = "ddim"  # ddpm | ddim | dpm-solver; DDIM-10 ~ DDPM-1000 on these tasks (docs/design-notes.md §5)
     sample_steps: int | None = None  # None: train_steps for ddpm (the paper's DDPM-1000), 50 for the fast samplers
 
     def steps_for(self, sampler: str) -> int:

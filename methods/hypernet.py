@@ -4,7 +4,7 @@ The idea of Text-to-LoRA (Charakorn et al. 2025): a network maps a task's text s
 by regression on a zoo of fine-tuned weights. It asks how much of a diffusion generator's result a plain
 regressor of the same data gets, at a fraction of the cost. Here, at CPU scale:
 - the task's class names are embedded with the benchmark's text encoder, centred on the zoo's mean class
-  embedding and scaled to unit RMS (methods/matching.py, as methods/tina.py does);
+  embedding (`centred_zoo_embeddings` of the method API) and scaled to unit RMS, as methods/tina.py does;
 - classifier rows: each class's embedding -> a shared MLP (-> optional pre-LN transformer layers across the
   task's classes, without positions) -> its row and bias. Shared weights and no positions make the map
   permutation-equivariant: permuting the prompt permutes the generated rows (up to float rounding);
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.encoders import ENCODERS
-from benchmarks.train import derive_seed
-from methods.base import Bench, Method, Tasks, option
-from methods.matching import centred_zoo_embeddings, class_embeddings
+from methods.base import (ENCODERS, Bench, Method, Tasks, centred_zoo_embeddings, class_embeddings, derive_seed, option,
+                          warmup_cosine)
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +84,6 @@ class HyperNet(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up from 0, then cosine to 0."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
-
-
 class Hypernet(Method):
     """Class-name embeddings -> p-Model in one forward pass, trained by regression on the zoo."""
 
@@ -145,9 +135,6 @@ class Hypernet(Method):
     def seed(self) -> int:
         return self.config.seed if self.config.seed is not None else self.bench.seed
 
-    def _encoder(self):
-        return self.bench.text_encoder(self.config.encoder)
-
     def _generic_rows(self, bench: Bench) -> Tensor:
         """The generic model's classifier rows [|Y|, d+1], in `bench.class_names` order."""
         full = bench.arch.layout(len(bench.class_names))
@@ -164,7 +151,7 @@ class Hypernet(Method):
         if zoo.theta.shape[1] != layout.n_params:
             raise ValueError(f"zoo vectors have {zoo.theta.shape[1]} parameters; arch {bench.arch.name} with "
                              f"K={bench.num_classes} has {layout.n_params}")
-        encoder = self._encoder()
+        encoder = self.text_encoder_for(self.config.encoder)
         text, centre, _ = centred_zoo_embeddings(encoder, zoo.classes, c.centre_text)  # [n, K, D]
         scale = text.pow(2).mean().sqrt().item()
         scale = scale if scale > 1e-6 else 1.0  # one class only: nothing to scale by
@@ -213,7 +200,7 @@ class Hypernet(Method):
             else:
                 loss = F.mse_loss(torch.cat([pred_body, pred_rows.flatten(1)], 1), torch.cat([b, r.flatten(1)], 1))
             for group in opt.param_groups:
-                group["lr"] = c.lr * lr_factor(step, c.steps, warmup)
+                group["lr"] = c.lr * warmup_cosine(step, c.steps, warmup)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), c.grad_clip)
@@ -263,10 +250,7 @@ class Hypernet(Method):
             base = state["generic_rows"][tasks.class_indices(state["classes"])]  # [n, k, d+1]; unknown names fail
         else:
             base = torch.zeros(len(tasks), k, state["row_mean"].numel())
-        encoder = self._encoder()
-        if encoder.name != state["encoder"]:
-            raise ValueError(f"hypernet was fitted with text encoder {state['encoder']!r}, generating with "
-                             f"{encoder.name!r}: use the same encoder")
+        encoder = self.text_encoder_for(self.config.encoder, fitted=state["encoder"])
         names = sorted({n for cs in tasks.classes for n in cs})
         index = {n: i for i, n in enumerate(names)}
         e = (class_embeddings(encoder, names) - state["text_centre"]) / state["text_scale"]

@@ -1,12 +1,12 @@
-"""Class-name text helpers shared by the text-conditioned baselines (retrieval, noised-neighbour, hypernet).
+"""Matching a prompt's classes to zoo tasks, shared by the text-conditioned baselines (retrieval, noised-neighbour).
 
-- `class_embeddings`: raw text embeddings of class names (`class_prompt` of each name), one per name.
-- `centred_zoo_embeddings`: the zoo's class names embedded and centred on the zoo's mean class embedding
-  (CLIP class-name embeddings share one direction, FINDINGS 3), as methods/tina.py and methods/retrieval.py do.
 - `match` / `rank_zoo`: score each zoo task against a query by the best one-to-one matching of query classes
   to zoo classes (Hungarian algorithm, maximizing the total cosine similarity), so prompt order does not
   matter; ties go to the matching that moves fewest rows, then to the earlier zoo model, so a query equal to
   a zoo task returns exactly that p-Model.
+- `rank_tasks`: the same for the tasks of one size, from class names. Class names are embedded and centred
+  on the zoo's mean class embedding (`class_embeddings`, `centred_zoo_embeddings` of the method API), since
+  class-name embeddings share one direction (docs/design-notes.md §3).
 """
 from __future__ import annotations
 
@@ -16,28 +16,9 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from benchmarks.encoders import class_prompt
+from methods.base import class_embeddings
 
 TIE = 1e-6  # total similarities closer than this are a tie (float noise)
-
-
-def class_embeddings(encoder, names: list[str]) -> Tensor:
-    """Raw float embeddings [len(names), D] of class names, through `class_prompt` (aquarium_fish -> aquarium fish)."""
-    return encoder.encode_text([class_prompt(n) for n in names]).float()
-
-
-def centred_zoo_embeddings(encoder, zoo_classes: list[list[str]],
-                           centre: bool = True) -> tuple[Tensor, Tensor, list[str]]:
-    """The zoo's class names, embedded and centred on their mean (over distinct names).
-
-    Returns (centred embeddings [n_zoo, K, D] in each zoo task's class order, the centre [D] (zeros when
-    `centre` is False), the distinct names in sorted order)."""
-    names = sorted({n for cs in zoo_classes for n in cs})
-    e = class_embeddings(encoder, names)  # [n_names, D]
-    mean = e.mean(0) if centre else torch.zeros(e.shape[1])
-    index = {n: i for i, n in enumerate(names)}
-    rows = torch.tensor([[index[n] for n in cs] for cs in zoo_classes], dtype=torch.long)  # [n_zoo, K]
-    return (e - mean)[rows], mean, names
 
 
 def match(sim: np.ndarray) -> tuple[float, np.ndarray]:

@@ -21,11 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmarks import artifacts
-from benchmarks.encoders import ENCODERS
-from benchmarks.train import derive_seed
-from methods.base import Bench, Method, Tasks, option
-from methods.matching import centred_zoo_embeddings, rank_tasks
+from methods.base import ENCODERS, Bench, Method, Tasks, centred_zoo_embeddings, derive_seed, load_generated, option
+from methods.matching import rank_tasks
 
 SHAPES = ("isotropic", "zoo-std")
 
@@ -65,9 +62,6 @@ class NoisedNeighbour(Method):
         # None: the benchmark's seed; the noise of a task comes from (seed, task id)
         seed: int | None = option(None, min=0, generate=True)
 
-    def _encoder(self):
-        return self.bench.text_encoder(self.config.encoder)
-
     def _match(self, bench: Bench) -> dict:
         """With `match_vectors`: the median nearest-zoo distance of those vectors (and each one's distance)."""
         if self.config.match_vectors is None:
@@ -76,7 +70,7 @@ class NoisedNeighbour(Method):
         if not path.exists():
             raise FileNotFoundError(f"noised-neighbour match_vectors: {path} does not exist (generate that method's "
                                     "vectors first)")
-        theta = artifacts.load_torch(path)["theta"].float()
+        theta = load_generated(path)["theta"].float()
         if theta.ndim != 2 or theta.shape[1] != bench.zoo.theta.shape[1] or not len(theta):
             raise ValueError(f"noised-neighbour match_vectors: {path} holds vectors of shape {tuple(theta.shape)}; "
                              f"the zoo's p-Models have {bench.zoo.theta.shape[1]} parameters (a K-way method's "
@@ -98,7 +92,7 @@ class NoisedNeighbour(Method):
     def fit(self, bench: Bench, workdir: Path) -> None:
         if len(bench.zoo) == 0:
             raise ValueError("noised-neighbour needs a non-empty zoo of p-Models")
-        encoder = self._encoder()
+        encoder = self.text_encoder_for(self.config.encoder)
         zoo_vec, centre, _ = centred_zoo_embeddings(encoder, bench.zoo.classes, self.config.centre)
         theta = bench.zoo.theta.float()
         layout = bench.arch.layout(zoo_vec.shape[1])
@@ -133,10 +127,7 @@ class NoisedNeighbour(Method):
     @torch.no_grad()
     def generate(self, tasks: Tasks) -> Tensor:
         state = self.state
-        encoder = self._encoder()
-        if encoder.name != state["encoder"]:
-            raise ValueError(f"noised-neighbour was fitted with text encoder {state['encoder']!r}, generating with "
-                             f"{encoder.name!r}: use the same encoder")
+        encoder = self.text_encoder_for(self.config.encoder, fitted=state["encoder"])
         sizes = sorted({len(cs) for cs in tasks.classes})
         if len(sizes) > 1:
             raise ValueError(f"tasks of different sizes {sizes}: generate each size separately")

@@ -3,7 +3,7 @@
 Not in the papers. It asks how far a generator gets beyond looking up what it was trained on: a generative
 method that does not beat retrieval on OOD tasks has learned little more than a nearest-neighbour table.
 1. Embed every class name (the benchmark's text encoder); centre on the zoo's mean class embedding and
-   normalize, since CLIP class-name embeddings share one direction (FINDINGS 3).
+   normalize, since CLIP class-name embeddings share one direction (docs/design-notes.md §3).
 2. Score each zoo task against the query by the best one-to-one matching of query classes to zoo classes
    (Hungarian algorithm, maximizing the total cosine similarity), so the order of the prompt does not matter.
 3. Return the best zoo p-Model: its body as is, its head rows permuted so that output i is the zoo class
@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmarks.encoders import ENCODERS
-from methods.base import Bench, Method, Tasks, option
-from methods.matching import TIE, centred_zoo_embeddings, match, rank_tasks  # noqa: F401 (TIE, match re-exported)
+from methods.base import ENCODERS, Bench, Method, Tasks, centred_zoo_embeddings, option
+from methods.matching import TIE, match, rank_tasks  # noqa: F401 (TIE, match re-exported)
 
 
 class Retrieval(Method):
@@ -37,12 +36,9 @@ class Retrieval(Method):
         top_k: int = option(1, min=1, generate=True)
         centre: bool = True  # subtract the mean class embedding before cosine (CLIP names share a direction)
 
-    def _encoder(self):
-        return self.bench.text_encoder(self.config.encoder)
-
     def fit(self, bench: Bench, workdir: Path) -> None:
         # Nothing to learn: embed the zoo's class names once and keep the zoo for generate().
-        encoder = self._encoder()
+        encoder = self.text_encoder_for(self.config.encoder)
         zoo_vec, centre, _ = centred_zoo_embeddings(encoder, bench.zoo.classes, self.config.centre)  # [n_zoo, K, d]
         self.save_state(theta=bench.zoo.theta, task_ids=list(bench.zoo.task_ids), zoo_vec=F.normalize(zoo_vec, dim=-1),
                         centre=centre, encoder=encoder.name)
@@ -53,10 +49,7 @@ class Retrieval(Method):
         state = self.state
         if len({len(cs) for cs in tasks.classes}) > 1:
             raise ValueError("tasks of different sizes: generate each size separately")
-        encoder = self._encoder()
-        if encoder.name != state["encoder"]:
-            raise ValueError(f"retrieval was fitted with text encoder {state['encoder']!r}, generating with "
-                             f"{encoder.name!r}: use the same encoder")
+        encoder = self.text_encoder_for(self.config.encoder, fitted=state["encoder"])
         k_zoo = state["zoo_vec"].shape[1]
         if tasks.classes and len(tasks.classes[0]) > k_zoo:
             raise ValueError(f"tasks of {len(tasks.classes[0])} classes, but zoo p-Models have {k_zoo} rows")

@@ -19,12 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
-from benchmarks.encoders import ENCODERS, class_prompt
-from benchmarks.pmodels import Layout, to_float
-from benchmarks.train import AUGMENTATIONS, augment, derive_seed, fit, task_data
-from methods.base import Bench, Method, Tasks, option
+from methods.base import (AUGMENTATIONS, ENCODERS, Bench, Layout, Method, Tasks, augment, centred_zoo_embeddings,
+                          class_embeddings, derive_seed, fit_model, option, pmodel_logits, task_data, to_float)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +91,7 @@ class Taper(Method):
         head: str = option("select", choices=HEADS)
         # TAPER merges class-name embeddings into one (Tina 3.2, Table 6): their mean
         text: str = option("mean", choices=TEXTS)
-        centre: bool = True  # subtract the mean class embedding first: CLIP names share a direction (FINDINGS 3)
+        centre: bool = True  # subtract the mean class embedding first: names share a direction (design-notes §3)
         # None: the benchmark's text encoder; else an encoder name (clip, minilm)
         encoder: str | None = option(None, choices=ENCODERS)
         # none | flip | crop-flip, for experts and mixer: the zoo's fine-tuning recipe
@@ -102,13 +99,9 @@ class Taper(Method):
         batch_size: int = option(128, min=1)  # the zoo's fine-tuning batch
 
     # -- text
-    def _encoder(self):
-        return self.bench.text_encoder(self.config.encoder)
-
     def _class_vectors(self, encoder, names: list[str], centre: Tensor) -> Tensor:
         """Unit class-name embeddings [n, d], centred on the zoo's mean class embedding if asked."""
-        e = encoder.encode_text([class_prompt(n) for n in names]).float()
-        return F.normalize(e - centre, dim=-1)
+        return F.normalize(class_embeddings(encoder, names) - centre, dim=-1)
 
     def _task_vectors(self, encoder, classes: list[list[str]], centre: Tensor) -> Tensor:
         """One embedding per task [n_tasks, d]: the mean of its class vectors (TAPER's merged text)."""
@@ -131,12 +124,12 @@ class Taper(Method):
             model = arch.from_generic(bench.generic.state).to(bench.device)  # |Y|-way: labels stay dataset labels
             keep = torch.isin(bench.train_y, torch.tensor(shard))
             if arch.head_only:
-                fit(model.fc, bench.train_features[keep], bench.train_y[keep], epochs=c.expert_epochs,
+                fit_model(model.fc, bench.train_features[keep], bench.train_y[keep], epochs=c.expert_epochs,
                     lr=c.expert_lr, weight_decay=0.0, batch_size=c.batch_size, augment_images="none", gen=gen)
             else:
                 named = dict(model.named_parameters())
                 params = [named[n] for n in arch.personalized_names(model)]
-                fit(model, bench.train_x[keep], bench.train_y[keep], epochs=c.expert_epochs, lr=c.expert_lr,
+                fit_model(model, bench.train_x[keep], bench.train_y[keep], epochs=c.expert_epochs, lr=c.expert_lr,
                     weight_decay=0.0, batch_size=c.batch_size, augment_images=c.augment, gen=gen, params=params)
             experts.append(arch.layout(n_all).flatten(dict(model.cpu().named_parameters())))
         return torch.stack(experts), shards
@@ -168,10 +161,8 @@ class Taper(Method):
                     idx = perm[i:i + c.batch_size]
                     xb, yb = x[idx].to(dev), y[idx].to(dev)
                     p = layout.unflatten(mix(mixer(z[j:j + 1]), ex[j:j + 1], layer_of)[0])  # theta_j, differentiable
-                    if arch.head_only:
-                        logits = xb @ p["fc.weight"].T + p["fc.bias"]
-                    else:
-                        logits = functional_call(net, p, (augment(to_float(xb), gen, c.augment),))
+                    x_in = xb if arch.head_only else augment(to_float(xb), gen, c.augment)
+                    logits = pmodel_logits(net, p, x_in, arch.head_only)
                     loss = F.cross_entropy(logits, yb)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -184,10 +175,8 @@ class Taper(Method):
         start = time.time()
         index = {n: i for i, n in enumerate(bench.class_names)}
         experts, shards = self._train_experts(bench)
-        encoder = self._encoder()
-        zoo_names = sorted({n for cs in bench.zoo.classes for n in cs})
-        centre = encoder.encode_text([class_prompt(n) for n in zoo_names]).float().mean(0)
-        centre = centre if self.config.centre else torch.zeros_like(centre)
+        encoder = self.text_encoder_for(self.config.encoder)
+        _, centre, _ = centred_zoo_embeddings(encoder, bench.zoo.classes, self.config.centre)  # [d]
         z = self._task_vectors(encoder, bench.zoo.classes, centre)  # [n_zoo, d]
         mixer = self._train_mixer(bench, experts, z, torch.tensor([[index[n] for n in cs] for cs in bench.zoo.classes]))
         self.save_state(experts=experts, shards=shards, mixer=mixer.state_dict(), classes=list(bench.class_names),
@@ -210,10 +199,7 @@ class Taper(Method):
             raise ValueError(f"TAPER cannot personalize for classes the dataset lacks: {unknown[:10]}. Its head is the "
                              "mixed model's classifier rows of the task's classes (head selection), so every class "
                              "needs a dataset class row; the paper notes TAPER cannot handle 100% unseen classes")
-        encoder = self._encoder()
-        if encoder.name != state["encoder"]:
-            raise ValueError(f"taper was fitted with text encoder {state['encoder']!r}, generating with "
-                             f"{encoder.name!r}: use the same encoder")
+        encoder = self.text_encoder_for(self.config.encoder, fitted=state["encoder"])
         return state, encoder
 
     @torch.no_grad()

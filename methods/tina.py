@@ -6,11 +6,12 @@ classifier augmentation (permute prompt classes and head rows together) and opti
 classification-sequence padding. generate: sample one p-Model per prompt with a diffusers scheduler
 (methods/diffusion.py); tasks may name classes the zoo never saw, since only their text is used.
 
-Choices beyond the paper (sources in `Tina.Config`; FINDINGS = the project's measured findings, FINDINGS.md):
-- head tokens per class row, shared encoder, text added to its row (FINDINGS 4); "paper" keeps the chunked head;
+Choices beyond the paper (sources in `Tina.Config`; §N = a section of docs/design-notes.md, what the project
+measured and what the official code does):
+- head tokens per class row, shared encoder, text added to its row (§3-4); "paper" keeps the chunked head;
 - per-coordinate z-scores of the parameters (the official code normalizes nothing); head statistics are
   per column of a row and shared by all rows, so normalization commutes with permuting classes;
-- class embeddings centred on the zoo's mean class embedding (FINDINGS 3) and scaled to unit RMS, so the
+- class embeddings centred on the zoo's mean class embedding (§3) and scaled to unit RMS, so the
   text encoder's scale (raw CLIP vs unit-norm MiniLM) does not matter;
 - every random draw of training step s comes from a generator seeded by (seed, s), so a resumed run
   equals an uninterrupted one exactly (on CPU; GPU kernels may add nondeterminism) and there is no RNG
@@ -34,11 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from benchmarks import artifacts, distributed
-from benchmarks.encoders import ENCODERS, class_prompt, describe, load_descriptions
-from benchmarks.pmodels import Layout
-from benchmarks.train import derive_seed
-from methods.base import Bench, Method, Tasks, option
+from methods.base import (ENCODERS, TEXT_KINDS, Bench, Layout, Method, Tasks, World, class_prompt, class_texts,
+                          derive_seed, init_world, option, select_best, snap_to_known, warmup_cosine)
 from methods.diffusion import SAMPLERS, DiffusionConfig, make_scheduler, noised, sample
 from methods.tina_net import HEAD_TOKENS, TinaNet, TinaNetConfig
 
@@ -47,7 +45,7 @@ log = logging.getLogger(__name__)
 PAD_TEXT = "<->"  # the padding class of classification-sequence padding (paper 2.2.3)
 NORMALIZATIONS = ("zscore-per-coordinate", "per-layer", "none")
 LOSSES = ("plain", "blocks")
-TEXTS = ("names", "descriptions")
+TEXTS = TEXT_KINDS  # names, descriptions (A.2, Table 7), rewordings (beyond the paper; benchmarks/prompts.py)
 GENERATE_BATCH = 512  # p-Models denoised together in one sampling batch
 STD_FLOOR = 1e-8  # a coordinate constant across the zoo normalizes to 0 and is generated as its mean
 
@@ -71,7 +69,7 @@ class Normalizer:
         if mode == "none":  # the official code: raw parameters
             bm, bs = torch.zeros(body.shape[1]), torch.ones(body.shape[1])
             rm, rs = torch.zeros(rows.shape[-1]), torch.ones(rows.shape[-1])
-        elif mode == "zscore-per-coordinate":  # FINDINGS 3-4
+        elif mode == "zscore-per-coordinate":  # docs/design-notes.md §2
             bm, bs = body.mean(0), body.std(0, correction=0) if body.shape[1] else body.new_ones(0)
             rm, rs = flat_rows.mean(0), flat_rows.std(0, correction=0)
         elif mode == "per-layer":  # one scalar per layer, as p-diff v2's BaseDataset.preprocess
@@ -101,17 +99,10 @@ class Normalizer:
 # ----------------------------------------------------------------------------- helpers
 
 
-def prompt_texts(classes: list[list[str]], kind: str, dataset: str = "") -> list[list[str]]:
-    """Each task's class texts in prompt order: class names ("aquarium fish") or class descriptions (A.2)."""
-    if kind == "names":
-        return [[class_prompt(c) for c in cs] for cs in classes]
-    if kind != "descriptions":
-        raise ValueError(f"text must be one of {TEXTS}, got {kind!r}")
-    try:
-        descriptions = load_descriptions(dataset)
-    except FileNotFoundError as e:
-        raise ValueError(f"text='descriptions' needs class descriptions for dataset {dataset!r}: {e}") from None
-    return [describe(cs, descriptions) for cs in classes]
+def prompt_texts(classes: list[list[str]], kind: str, dataset: str = "", source: str | None = None) -> list[list[str]]:
+    """Each task's class texts in prompt order: class names ("aquarium fish"), class descriptions (A.2) or
+    rewordings ("sea cow" for dugong); `source` names another descriptions file (benchmarks/prompts.py)."""
+    return class_texts(classes, kind, dataset, source)
 
 
 def permute_neurons(theta: Tensor, layout: Layout, gen: torch.Generator) -> Tensor:
@@ -160,12 +151,6 @@ def param_groups(net: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for n, p in named if not decayed(n, p)], "weight_decay": 0.0}]
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up from 0, then cosine to 0 (official `update_lr`/`lr_fun_cos`), per iteration."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
-
 # ----------------------------------------------------------------------------- the method
 
 
@@ -177,41 +162,51 @@ class Tina(Method):
     @dataclass
     class Config:
         # -- denoiser (TinaNetConfig). Paper A.5: width 2048, depth 12, heads 16 (official cifar100: width
-        # 512); the defaults are the CPU scale that beat classifier selection in FINDINGS 4 (2-core CPU).
+        # 512); the defaults are the CPU scale of docs/design-notes.md §4 (2-core CPU).
         width: int = option(256, min=1)
         depth: int = option(6, min=1)
         heads: int = option(8, min=1)
         chunk: int = option(576, min=1)  # M (paper A.5)
-        # "rows": equivariant per-class row tokens (FINDINGS 4); "paper": chunked head
+        # "rows": equivariant per-class row tokens (docs/design-notes.md §3); "paper": chunked head
         head_tokens: str = option("rows", choices=HEAD_TOKENS)
         merge_text: bool = False  # one averaged text token (TAPER-style; Table 6 ablation, collapses in the paper)
         max_classes: int | None = option(None, min=1)  # longest prompt; None: the zoo's K (paper: 10)
         time_freqs: int = option(128, min=1)  # G.pt's FrequencyEmbedder
         dropout: float = option(0.0, min=0, max=1)  # official
+        input_norm: bool = True  # LayerNorm over the input tokens (official); False: an ablation lever
         # -- diffusion: linear beta 1e-4 -> 0.02, T = 1000, x0 prediction (DiffusionConfig, official code)
         # generate=True: sampling only, free to differ between fit and generate (a variant changes it; the DAG
-        # passes both). Paper/official: ddpm (1000 steps); DDIM-10 ~ DDIM-50 ~ DDPM-1000 (FINDINGS 5)
+        # passes both). Paper/official: ddpm (1000 steps); DDIM-10 ~ DDIM-50 ~ DDPM-1000 (docs/design-notes.md §5)
         sampler: str = option("ddim", choices=SAMPLERS, generate=True)
         sample_steps: int | None = option(None, min=1, generate=True)  # None: 1000 for ddpm, 50 otherwise
         # -- data
-        # official: "none"; z-scores in FINDINGS (conv std 0.01 vs head 0.34: unscaled, the conv layers drown in
-        # the noise schedule's unit-variance noise)
+        # official: "none"; z-scores: conv std 0.01 vs head 0.34 across the zoo (docs/design-notes.md §2): unscaled,
+        # the conv layers drown in the noise schedule's unit-variance noise
         normalization: str = option("zscore-per-coordinate", choices=NORMALIZATIONS)
-        centre_text: bool = True  # subtract the zoo's mean class embedding (FINDINGS 3; CLIP names share a direction)
+        centre_text: bool = True  # subtract the zoo's mean class embedding (names share a direction: design-notes §3)
         # None: the benchmark's text encoder (config `encoder`); else clip | minilm
         encoder: str | None = option(None, choices=ENCODERS)
+        # its options, e.g. {path: .../clip-text-anchors/miniimagenet_anchors.npy} for `table` (real CLIP vectors)
+        encoder_options: dict | None = None
         # training prompts: class "names" (paper) or GPT-4 "descriptions" (Table 7)
         text: str = option("names", choices=TEXTS)
-        # prompts at generate time; None: as trained (Table 7, Fig. 6c)
+        # prompts at generate time; None: as trained (Table 7, Fig. 6c); "rewordings": another wording of each
+        # class a user would type ("sea cow" for dugong; benchmarks/descriptions/<dataset>_rewordings.json)
         generate_text: str | None = option(None, choices=TEXTS, generate=True)
+        # descriptions file for text/generate_text "descriptions": a shipped stem (synthetic_descriptions, for the
+        # smoke profile) or a JSON path; None: the dataset's own (cifar100, miniimagenet, caltech101)
+        descriptions: str | None = option(None, generate=True)
+        # map each prompt text to the nearest class name of the zoo (cosine of the text embeddings), then generate
+        # for those names: the baseline a name-conditioned generator needs against rewordings (Table 7 extension)
+        snap_to_known: bool = option(False, generate=True)
         classifier_aug: bool = True  # permute prompt classes and head rows together per sample (paper 2.2.3)
         permutation_aug: bool = False  # G.pt's neuron permutation (CNNs only); the paper says it hurts (Table 6)
         padding: bool = False  # train with 1..K classes, the rest '<->' + zero rows (paper 2.2.3, Fig. 6b)
-        # "plain": MSE over all parameters (paper eq. 1); "blocks": conv body and head weighted equally (FINDINGS 3)
+        # "plain": MSE over all parameters (paper eq. 1); "blocks": conv body and head weighted alike (design-notes §2)
         loss: str = option("plain", choices=LOSSES)
         # -- optimization (official: AdamW (0.9, 0.999), lr 4e-4, wd 0.1, clip 0.1, batch 64, warm-up + cosine)
         # passes over the zoo (official 300-400 on 1000 p-Models; 500 on 300 p-Models gives the ~2.4k steps of
-        # FINDINGS 4)
+        # docs/design-notes.md §4)
         epochs: int = option(500, min=1)
         steps: int | None = option(None, min=1)  # training iterations; overrides `epochs` when set
         batch_size: int = option(64, min=1)  # paper A.5
@@ -240,9 +235,11 @@ class Tina(Method):
 
     # -- small helpers
     def text_encoder(self, state: dict | None = None):
-        """The encoder option, else the one the state was fitted with, else the benchmark's."""
+        """The encoder option (with `encoder_options`), else the one the state was fitted with, else the
+        benchmark's."""
         name = self.config.encoder or (state["config"].get("encoder") if state else None)
-        return self.bench.text_encoder(name)
+        options = self.config.encoder_options or (state["config"].get("encoder_options") if state else None)
+        return self.bench.encoder(name, **options) if name and options else self.bench.text_encoder(name)
 
     @property
     def seed(self) -> int:
@@ -256,7 +253,7 @@ class Tina(Method):
         c = self.config
         return TinaNetConfig(width=c.width, depth=c.depth, heads=c.heads, chunk=c.chunk, text_dim=text_dim,
                              max_classes=max_classes, head_tokens=c.head_tokens, merge_text=c.merge_text,
-                             time_freqs=c.time_freqs, dropout=c.dropout)
+                             time_freqs=c.time_freqs, dropout=c.dropout, input_norm=c.input_norm)
 
     # ------------------------------------------------------------------------- fit
 
@@ -273,7 +270,7 @@ class Tina(Method):
         if max_classes < k:
             raise ValueError(f"max_classes={max_classes} is smaller than the zoo's {k} classes")
         encoder = self.text_encoder()
-        texts = prompt_texts(zoo.classes, self.config.text, bench.dataset)
+        texts = prompt_texts(zoo.classes, self.config.text, bench.dataset, self.config.descriptions)
         unique = list(dict.fromkeys(t for ts in texts for t in ts))
         z = encoder.encode_text(unique).float()  # [n_unique, D]
         centre = z.mean(0) if self.config.centre_text else torch.zeros(z.shape[1])
@@ -319,7 +316,7 @@ class Tina(Method):
         return body.to(device), full_rows.to(device), full_text.to(device), gen
 
     def _train_step(self, net: torch.nn.Module, opt: torch.optim.Optimizer, scheduler, data: dict, step: int,
-                    total: int, world: distributed.World = distributed.World()) -> float:
+                    total: int, world: World = World()) -> float:
         """One AdamW step of Algorithm 1 (lines 5-14). Returns the loss (averaged over ranks).
 
         Under data parallelism every rank draws the same global batch and noise and keeps its share of the
@@ -334,12 +331,12 @@ class Tina(Method):
             body, rows, text, x0, xt, t = body[mine], rows[mine], text[mine], x0[mine], xt[mine], t[mine]
         body_t, rows_t = xt[:, : body.shape[1]], xt[:, body.shape[1]:].view_as(rows)
         pred_body, pred_rows = net(body_t, rows_t, text, t.float() / scheduler.config.num_train_timesteps)
-        if c.loss == "blocks" and body.shape[1]:  # conv body and head weighted equally (FINDINGS 3)
+        if c.loss == "blocks" and body.shape[1]:  # conv body and head weighted equally (design-notes §2)
             loss = 0.5 * (F.mse_loss(pred_body, body) + F.mse_loss(pred_rows, rows))
         else:  # paper eq. 1 (mean over coordinates, as the official `training_losses`)
             loss = F.mse_loss(torch.cat([pred_body, pred_rows.flatten(1)], 1), x0)
         for group in opt.param_groups:
-            group["lr"] = c.lr * lr_factor(step, total, min(c.warmup_steps, total // 5))
+            group["lr"] = c.lr * warmup_cosine(step, total, min(c.warmup_steps, total // 5))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), c.grad_clip)
@@ -349,7 +346,7 @@ class Tina(Method):
     def fit(self, bench: Bench, workdir: Path) -> None:
         """Train the denoiser on the zoo (Algorithm 1); resumable from `workdir/checkpoint.pt`.
 
-        Data parallel when started by torchrun (benchmarks/distributed.py): `batch_size` stays the global
+        Data parallel when started by torchrun (`init_world`): `batch_size` stays the global
         batch, split across processes, and the per-step draws are those of one process, so resuming stays exact.
         """
         if self.bench is None or self.workdir != Path(workdir):
@@ -361,14 +358,13 @@ class Tina(Method):
         n = len(data["theta"])
         total = c.steps if c.steps is not None else math.ceil(c.epochs * n / c.batch_size)
         options = self._fit_options()
-        state_path, ckpt_path = self.workdir / "state.pt", self.workdir / "checkpoint.pt"
-        if state_path.exists():
-            done = artifacts.load_torch(state_path)
+        if self.has_state():
+            done = self.load_state()
             if done.get("fit_options") == options and done.get("step") == total:
                 log.info("tina: already fitted (%d steps) in %s", total, self.workdir)
                 return
 
-        world = distributed.init(device)
+        world = init_world(device)
         if world.size > 1:
             world.share(c.batch_size)  # fails early when the batch does not split evenly
         torch.manual_seed(self.seed)
@@ -376,18 +372,18 @@ class Tina(Method):
         ema = copy.deepcopy(net).requires_grad_(False)
         opt = torch.optim.AdamW(param_groups(net, c.weight_decay), lr=c.lr, betas=(0.9, 0.999))
         start, losses, window, seconds = 0, [], [], 0.0
-        if ckpt_path.exists():
-            ckpt = artifacts.load_torch(ckpt_path)
+        ckpt = self.load_checkpoint()
+        if ckpt is not None:
             if ckpt["fit_options"] != options or ckpt["total"] != total:
                 changed = sorted(k for k in options if ckpt["fit_options"].get(k) != options[k])
-                raise ValueError(f"{ckpt_path} was trained with other options ({changed or 'steps'}); resume with the "
-                                 "same options or use a fresh workdir")
+                raise ValueError(f"{self.checkpoint_path} was trained with other options ({changed or 'steps'}); "
+                                 "resume with the same options or use a fresh workdir")
             net.load_state_dict(ckpt["model"])
             ema.load_state_dict(ckpt["ema"])
             opt.load_state_dict(ckpt["optimizer"])
             start, losses, window = ckpt["step"], list(ckpt["losses"]), list(ckpt.get("window", []))
-            seconds = artifacts.read_timing(ckpt_path).get("seconds", ckpt.get("seconds", 0.0))
-            log.info("tina: resuming from step %d of %d (%s)", start, total, ckpt_path)
+            seconds = self.checkpoint_timing().get("seconds", ckpt.get("seconds", 0.0))
+            log.info("tina: resuming from step %d of %d (%s)", start, total, self.checkpoint_path)
         log.info("tina: %d p-Models, %d steps, denoiser %.2fM parameters, tokens %s + %s", n, total,
                  net.num_params() / 1e6, net.token_sizes(),
                  "row tokens" if c.head_tokens == "rows" else "class-text tokens")
@@ -414,10 +410,9 @@ class Tina(Method):
                 window = []
             if done % c.checkpoint_every == 0 and done < total and world.main:
                 # the unlogged losses too: a resumed run averages the same ones. Wall time: a sidecar.
-                artifacts.write_timing(ckpt_path, seconds=seconds + time.perf_counter() - tic)
-                artifacts.save_torch({"step": done, "total": total, "fit_options": options, "model": net.state_dict(),
+                self.save_checkpoint({"step": done, "total": total, "fit_options": options, "model": net.state_dict(),
                                       "ema": ema.state_dict(), "optimizer": opt.state_dict(), "losses": losses,
-                                      "window": window}, ckpt_path)
+                                      "window": window}, seconds=seconds + time.perf_counter() - tic)
         seconds += time.perf_counter() - tic
         norm = data["norm"]
         if not world.main:  # rank 0 writes the state; the others wait for it
@@ -433,8 +428,7 @@ class Tina(Method):
                         n_body=norm.body_mean.numel(), row_dim=norm.row_mean.numel(), n_zoo=n,
                         denoiser_params=net.num_params())
         self._loaded = None
-        ckpt_path.unlink(missing_ok=True)  # the final state supersedes it (and it is 2x larger: AdamW moments)
-        artifacts.timing_path(ckpt_path).unlink(missing_ok=True)
+        self.remove_checkpoint()  # the final state supersedes it (and it is 2x larger: AdamW moments)
         world.barrier()
         log.info("tina: fitted %d steps in %.0fs (%.3fs/step) -> %s", total - start, seconds,
                  seconds / max(total - start, 1), self.workdir)
@@ -458,22 +452,63 @@ class Tina(Method):
             self._loaded = (state, net.eval())
         return self._loaded
 
-    def encode_prompts(self, texts: list[list[str]]) -> Tensor:
-        """Class texts -> raw embeddings [n_tasks, K, D] with the encoder the state was fitted with."""
+    def prompt_encoder(self):
+        """The encoder the fitted state reads prompts with: class texts, and images for clip (`Promptable`)."""
         state, _ = self._load()
         encoder = self.text_encoder(state)
         if encoder.name != state["encoder"]:
             raise ValueError(f"tina was fitted with text encoder {state['encoder']!r}; this benchmark's encoder is "
                              f"{encoder.name!r}: generate with the same encoder (config key `encoder`)")
-        flat = encoder.encode_text([t for ts in texts for t in ts]).float()
+        return encoder
+
+    def encode_prompts(self, texts: list[list[str]]) -> Tensor:
+        """Class texts -> raw embeddings [n_tasks, K, D] with the encoder the state was fitted with."""
+        flat = self.prompt_encoder().encode_text([t for ts in texts for t in ts]).float()
         return flat.view(len(texts), len(texts[0]), -1)
+
+    @classmethod
+    def fitted_bench(cls, workdir) -> dict:
+        """The arch, K, text encoder and dataset the state in `workdir` was fitted on (`Promptable`)."""
+        state = cls.read_state(workdir)
+        return {"arch": state["arch"], "num_classes": state["num_classes"], "encoder_spec": state["encoder_spec"],
+                "dataset": state["dataset"]}
+
+    def generator_card(self) -> dict:
+        """How this generator was fitted and samples, for a generated p-Model's model card (`Promptable`)."""
+        state, _ = self._load()
+        c = self.config
+        steps = c.sample_steps or DiffusionConfig().steps_for(c.sampler)
+        return {"made_by": "Tina (text-conditioned neural network diffusion)",
+                "trained": f"trained {state['step']} steps on {state['n_zoo']} p-Models of `{state['dataset'] or '?'}`, "
+                           f"text encoder `{state['encoder']}`, {'EMA' if c.use_ema else 'raw'} weights",
+                "sampling": f"{c.sampler}, {steps} steps, seed {self.seed}, {c.n_samples} sample(s)",
+                "encoder": state["encoder"],
+                "meta": {"sampler": c.sampler, "sample_steps": c.sample_steps, "seed": self.seed,
+                         "encoder": state["encoder"]}}
 
     def generate(self, tasks: Tasks) -> Tensor:
         state, _ = self._load()
         k = self._check_prompts(tasks.ids, tasks.classes, state)
-        texts = prompt_texts(tasks.classes, self.config.generate_text or state["config"]["text"], state["dataset"])
+        source = self.config.descriptions or state["config"].get("descriptions")
+        texts = prompt_texts(tasks.classes, self.config.generate_text or state["config"]["text"], state["dataset"], source)
+        if self.config.snap_to_known:
+            texts = self._snap_to_known(texts, tasks.classes, state, source)
         emb = self.encode_prompts(texts) if len(tasks) else torch.zeros(0, k, state["text_centre"].numel())
         return self.generate_from_embeddings(emb, tasks.ids, texts, classes=tasks.classes)
+
+    def _snap_to_known(self, texts: list[list[str]], classes: list[list[str]], state: dict,
+                       source: str | None) -> list[list[str]]:
+        """Each prompt text -> the nearest class name of the zoo by text similarity (benchmarks/prompts.py), as
+        the fitted Tina's own training text of that class. Logs how many land on their task's true class."""
+        known = list(dict.fromkeys(c for cs in self.bench.zoo.classes for c in cs))  # the classes Tina was fitted on
+        nearest, _ = snap_to_known([t for ts in texts for t in ts], [class_prompt(c) for c in known],
+                                   self.text_encoder(state))
+        it = iter(nearest)
+        snapped = [[known[next(it)] for _ in ts] for ts in texts]
+        hits = sum(s == c for ss, cs in zip(snapped, classes) for s, c in zip(ss, cs))
+        log.info("tina snap_to_known: %d of %d prompt texts map to their own class (%.1f%%)", hits,
+                 len(nearest), 100.0 * hits / max(len(nearest), 1))
+        return prompt_texts(snapped, state["config"]["text"], state["dataset"], source)
 
     def _check_prompts(self, ids: list[str], classes: list[list[str]], state: dict) -> int:
         max_classes = state["net_config"]["max_classes"]
@@ -552,21 +587,8 @@ class Tina(Method):
         bad = (~torch.isfinite(theta)).flatten(1).any(1).nonzero().flatten().tolist()
         if bad:
             raise ValueError(f"tina generated NaN/inf parameters for {len(bad)} task(s), first: {ids[bad[0]]!r}")
-        return theta[:, 0] if s == 1 else self._best_of(theta, ids, classes)
-
-    def _best_of(self, theta: Tensor, ids: list[str], classes: list[list[str]] | None) -> Tensor:
-        """Of several samples per task, keep the most accurate on the task's train images (train side only)."""
-        from benchmarks.evaluate import evaluate
-        n, s = theta.shape[:2]
-        known = set(self.bench.class_names)
-        best = torch.zeros(n, dtype=torch.long)
-        ok = [i for i in range(n) if classes is not None and all(c in known for c in classes[i])]
-        if len(ok) < n:
-            log.warning("tina: %d task(s) name classes without train images; they keep their first sample", n - len(ok))
-        if ok:
-            tasks = [{"id": f"{ids[i]}#{j}", "classes": classes[i]} for i in ok for j in range(s)]
-            df = evaluate(self.bench.generic, self.bench.train_x, self.bench.train_y, tasks,
-                          theta[ok].flatten(0, 1), features=self.bench.train_features, method=self.name,
-                          arch=self.bench.arch, device=self.bench.device)
-            best[ok] = torch.tensor(df["accuracy"].to_numpy()).view(len(ok), s).argmax(1)
-        return theta[torch.arange(n), best]
+        if s == 1:
+            return theta[:, 0]
+        # of several samples per task, the most accurate on the task's train images (the earliest among equals)
+        prompts = Tasks(list(ids), [list(cs) for cs in classes] if classes is not None else [[PAD_TEXT]] * n)
+        return select_best(theta, prompts, self.bench, tie_break="first", unscorable="first", label="tina").theta

@@ -4,13 +4,13 @@ Read top to bottom: the config, the token layout (how a flat p-Model vector beco
 building blocks (timestep embedding, attention block), then `TinaNet`. The scheduler lives elsewhere
 (methods/diffusion.py); the two meet in methods/tina.py.
 
-Tokens, in sequence order (paper 2.2.3; REFERENCE-CODE 1.3; FINDINGS 3-4):
+Tokens, in sequence order (paper 2.2.3; docs/design-notes.md §3 and §6.3):
 1. parameter chunks: each layer is cut into chunks of <= M values (chunks never cross layers; a layer
    smaller than M is one token); every chunk has its own bias-free linear encoder and decoder (no sharing).
 2. the classifier head, by `head_tokens`:
    - "paper": fc.weight and fc.bias are chunked like every other layer (CNN-5K: [320] and [10]), and the K
      class texts are K separate tokens with their own encoders, in prompt order with position embeddings;
-   - "rows" (default, FINDINGS 4): one token per class row (weights + bias of row i) with ONE encoder and ONE
+   - "rows" (default, design-notes §3): one token per class row (weights + bias of row i) with ONE encoder and ONE
      decoder shared by all rows; row token i = encoder(row i) + projection of class i's text + one row
      position shared by all rows. No other token knows the order of the rows, so permuting the prompt
      permutes the generated rows exactly (equivariance), and K may be anything up to `max_classes`.
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.pmodels import Layout
+from methods.base import Layout
 
 HEAD_TOKENS = ("rows", "paper")
 
@@ -38,16 +38,18 @@ HEAD_TOKENS = ("rows", "paper")
 class TinaNetConfig:
     """Shape of the denoiser. Defaults: the paper's A.5 (the official cifar100 config uses width 512)."""
 
-    width: int = 2048  # hidden size (paper A.5); official cifar100 config 512; FINDINGS measured 256 on CPU
+    width: int = 2048  # hidden size (paper A.5); official cifar100 config 512; 256 on CPU (design-notes §4)
     depth: int = 12  # transformer blocks (paper A.5; the official code has 12 blocks, 1-layer encoders)
     heads: int = 16  # attention heads (paper A.5)
     chunk: int = 576  # M, parameters per token (paper A.5, official chunk_within_layer)
     text_dim: int = 512  # text embedding size (CLIP ViT-B/32: 512; MiniLM: 384)
     max_classes: int = 10  # longest prompt; shorter prompts are padded with '<->' (paper 2.2.3)
-    head_tokens: str = "rows"  # "rows": per-class equivariant row tokens (FINDINGS 4); "paper": chunked head
+    head_tokens: str = "rows"  # "rows": per-class equivariant row tokens (design-notes §3); "paper": chunked head
     merge_text: bool = False  # average the class embeddings into one token (TAPER-style, Table 6 ablation)
     time_freqs: int = 128  # frequencies of the timestep encoding (G.pt's FrequencyEmbedder: 128)
     dropout: float = 0.0  # official: 0
+    input_norm: bool = True  # LayerNorm over the encoded tokens before the blocks (official); without it the
+    # text term, ~3x the row term at initialisation, enters the residual stream unscaled
 
 # ----------------------------------------------------------------------------- token layout
 
@@ -179,7 +181,7 @@ class TinaNet(nn.Module):
         self.time = FrequencyEmbedding(cfg.time_freqs)
         self.time_proj = nn.Linear(self.time.dim, w)
         self.pos_emb = nn.Parameter(torch.zeros(n_tok + n_text + 1, w))  # zero-init, learned (official)
-        self.ln_in = nn.LayerNorm(w)  # after encoding (official)
+        self.ln_in = nn.LayerNorm(w) if cfg.input_norm else nn.Identity()  # after encoding (official)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(w, cfg.heads, cfg.dropout) for _ in range(cfg.depth)])
         self.ln_f = nn.LayerNorm(w)

@@ -64,6 +64,58 @@ def test_generate_shapes_for_every_condition_and_select_rule(tiny, lora_bench, t
             assert fresh.last_selection["fewshot_acc"].shape == (len(tasks), TINY["n_candidates"])
 
 
+def test_fewshot_acc_keeps_the_candidate_best_on_train_shots(tiny, lora_bench, tmp_path):
+    """select='fewshot-acc' scores every candidate on `select_shots` train images per class (the Bench's injected
+    scorer, here a stand-in that ranks them) and keeps the best; equal accuracies go to the lower loss."""
+    _fit(lora_bench, tmp_path, condition="one-hot")
+    tasks = _tasks(tiny)
+    n, nc = len(tasks), TINY["n_candidates"]
+    best = torch.arange(n) % (nc - 1) + 1  # never the first candidate
+    seen = []
+
+    def scorer(b, theta, ts, *, shots=None, key=()):
+        seen.append((theta.clone(), list(ts.ids), shots, key))
+        acc = torch.full(theta.shape[:2], 0.2)
+        acc[:, 0] = 0.1  # the first candidate is the worst
+        acc[torch.arange(n), best] = 0.8
+        loss = torch.ones(theta.shape[:2])
+        loss[:, 0] = 0.0  # and has the lowest loss: accuracy comes first
+        return acc, loss
+
+    fresh = CondPDiff({**TINY, "condition": "one-hot"}).setup(dataclasses.replace(lora_bench, scorer=scorer), tmp_path)
+    theta = fresh.generate(tasks)
+    candidates = fresh.candidates(tasks)
+    assert len(seen) == 1 and torch.equal(seen[0][0], candidates) and seen[0][1] == tasks.ids
+    assert seen[0][2] == TINY["select_shots"]  # a few shots per class, not every train image
+    assert torch.equal(theta, candidates[torch.arange(n), best])
+    assert torch.equal(fresh.last_selection["chosen"], best)
+
+    def tied(b, theta, ts, *, shots=None, key=()):  # candidates 1 and 2 equally accurate, 2 with the lower loss
+        acc, loss = torch.zeros(theta.shape[:2]), torch.ones(theta.shape[:2])
+        acc[:, 1:3], loss[:, 2], loss[:, 0] = 0.5, 0.5, 0.0
+        return acc, loss
+
+    fresh = CondPDiff({**TINY, "condition": "one-hot"}).setup(dataclasses.replace(lora_bench, scorer=tied), tmp_path)
+    assert torch.equal(fresh.generate(tasks), candidates[:, 2])
+
+
+def test_fewshot_acc_by_the_harness_train_scores(tiny, lora_bench, tmp_path):
+    """With the harness's own scoring: the kept candidate has the best accuracy on the task's train shots (the
+    lowest loss among equals), and the first candidate is worse for some task."""
+    _fit(lora_bench, tmp_path, condition="one-hot")
+    tasks = _tasks(tiny)
+    m = CondPDiff({**TINY, "condition": "one-hot"}).setup(lora_bench, tmp_path)
+    theta, candidates = m.generate(tasks), m.candidates(tasks)
+    acc, loss = lora_bench.score_on_train(candidates, tasks, shots=TINY["select_shots"], key=("cond-pdiff", "select"),
+                                          loss=True)
+    chosen = m.last_selection["chosen"]
+    assert torch.equal(theta, candidates[torch.arange(len(tasks)), chosen])
+    top = acc == acc.max(1, keepdim=True).values
+    assert top[torch.arange(len(tasks)), chosen].all(), (acc, chosen)
+    assert torch.equal(loss.masked_fill(~top, float("inf")).min(1).values, loss[torch.arange(len(tasks)), chosen])
+    assert (acc[:, 0] < acc.max(1).values).any(), acc  # the case where keeping the first candidate is wrong
+
+
 def test_generation_is_seeded_and_select_first_is_candidate_zero(tiny, lora_bench, tmp_path):
     _fit(lora_bench, tmp_path, condition="one-hot")
     tasks = _tasks(tiny)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network (DESIGN.md, dependency facts)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network (docs/design-notes.md §8)
 
 import re
 import time

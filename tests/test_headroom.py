@@ -63,5 +63,16 @@ def test_report_names_the_chosen_recipe_and_writes_the_figure(tmp_path):
     out = tmp_path / "reports" / "headroom.md"
     write_report(cells, out, config="smoke")
     text = out.read_text()
-    assert "10 epochs, lr 0.003" in text and (out.parent / "figures" / "headroom.png").stat().st_size > 1000
+    assert "`cosine` generic" in text and "10 epochs, lr 0.003" in text and (out.parent / "figures" / "headroom.png").stat().st_size > 1000
     assert (out.parent / "headroom.csv").exists()
+
+
+def test_the_zoo_recipe_comes_from_the_generic_with_the_strongest_cs(tmp_path):
+    from benchmarks.headroom import choose
+    cs = [50, 52, 48, 51]
+    cells = [_cell(tmp_path, "weak-cs", "cosine", 5, 1e-3, cs, [c + 3 + 0.1 * (i % 2) for i, c in enumerate(cs)], 1.0),
+             _cell(tmp_path, "strong", "wsd", 5, 1e-3, [c + 2 for c in cs], [c + 2.5 for c in cs], 1.0),
+             _cell(tmp_path, "strong-dear", "wsd", 20, 3e-3, [c + 2 for c in cs],
+                   [c + 4 + 0.1 * (i % 2) for i, c in enumerate(cs)], 8.0)]
+    generic, best = choose(summarize_cells(cells), "d", "a", floor=1.0)
+    assert generic == "wsd" and (best.epochs, best.lr) == (20, 3e-3)  # not the weak CS's cheap clear recipe

@@ -7,7 +7,8 @@ from benchmarks.pmodels import PMODELS, Layout, get_arch
 @pytest.mark.parametrize("name,k,n", [("cnn-5k", 10, 5370), ("cnn-14k", 10, 14586), ("resnet20-head", 10, 650),
                                       ("vit-b32-head", 10, 5130)])
 def test_personalized_parameter_counts(name, k, n):
-    # REFERENCE-CODE 1.1: ConvNet 5,370; ConvNet10k 14,586; ResNet20 head 650; ViT head 5,130.
+    # the official code's counts (docs/design-notes.md §6.1): ConvNet 5,370; ConvNet10k 14,586; ResNet20 head 650;
+    # ViT head 5,130.
     assert get_arch(name).layout(k).n_params == n
 
 

@@ -56,7 +56,7 @@ def test_token_layout_follows_the_paper():
     assert rows.token_sizes() == [432] + [576] * 8 and rows.row_dim == 33
     head = TinaNet(TinaNetConfig(width=16, depth=1, heads=2, text_dim=8, head_tokens="paper"),
                    get_arch("resnet20-head").layout(10))
-    assert head.token_sizes() == [576, 64, 10]  # REFERENCE-CODE 1.3
+    assert head.token_sizes() == [576, 64, 10]  # the official tokenization (docs/design-notes.md §6.3)
     vit = TinaNet(TinaNetConfig(width=16, depth=1, heads=2, text_dim=8), get_arch("vit-b32-head").layout(10))
     body, out = vit(torch.zeros(2, 0), torch.randn(2, 7, 513), torch.randn(2, 7, 8), torch.rand(2))
     assert body.shape == (2, 0) and out.shape == (2, 7, 513)  # head-only: rows only, any K <= 10
@@ -297,6 +297,51 @@ def test_best_of_several_samples(bench, padded):
     tasks = Tasks(["t0", "t1"], [bench.class_names[:4], bench.class_names[4:8]])
     theta = Tina(dict(options, n_samples=3)).setup(bench, workdir).generate(tasks)
     assert theta.shape == (2, bench.layout.n_params)
+
+
+def test_best_of_samples_keeps_the_one_best_on_train_images(bench, padded):
+    """n_samples > 1: every sample is scored on the task's train images (the Bench's injected scorer, here a
+    stand-in that ranks them) and the best one is kept, not the first."""
+    options, workdir = padded
+    tasks = Tasks(["t0", "t1"], [bench.class_names[:4], bench.class_names[4:8]])
+    best, seen = torch.tensor([2, 1]), []
+
+    def scorer(b, theta, ts, *, shots=None, key=()):
+        seen.append((theta.clone(), list(ts.ids), shots))
+        acc = torch.full(theta.shape[:2], 0.25)
+        acc[torch.arange(len(best)), best] = 0.75  # the first sample is worse for both tasks
+        return acc, torch.zeros(theta.shape[:2])
+
+    theta = Tina(dict(options, n_samples=3)).setup(dataclasses.replace(bench, scorer=scorer), workdir).generate(tasks)
+    assert len(seen) == 1, "the samples were never scored on train images"
+    candidates, ids, shots = seen[0]
+    assert candidates.shape == (2, 3, bench.layout.n_params) and ids == tasks.ids and shots is None
+    assert not torch.equal(candidates[:, 0], candidates[:, 1])  # distinct samples: the choice matters
+    assert torch.equal(theta, candidates[torch.arange(2), best])
+
+
+def test_best_of_samples_by_the_harness_train_accuracy(bench, padded, tiny):
+    """With the harness's own scoring: the kept sample is the most accurate of the task's samples on its train
+    images, as the evaluation engine measures it there; the first sample is worse for some task."""
+    from benchmarks.evaluate import train_scores
+    options, workdir = padded
+    records = get_split(tiny.tasks, "zoo")
+    tasks, seen = Tasks.from_records(records), []
+
+    def recording(b, theta, ts, **kw):
+        seen.append(theta.clone())
+        return train_scores(b, theta, ts, **kw)
+
+    n_samples = 4
+    tina = Tina(dict(options, n_samples=n_samples)).setup(dataclasses.replace(bench, scorer=recording), workdir)
+    theta = tina.generate(tasks)
+    candidates = seen[0]  # [n_tasks, n_samples, P]
+    acc = torch.stack([torch.tensor(evaluate(tiny.generic, tiny.images.train_x, tiny.images.train_y, records,
+                                             candidates[:, j])["accuracy"].to_numpy()) for j in range(n_samples)], 1)
+    chosen = torch.tensor([next(j for j in range(n_samples) if torch.equal(theta[i], candidates[i, j]))
+                           for i in range(len(tasks))])
+    assert torch.equal(acc[torch.arange(len(tasks)), chosen], acc.max(1).values), (acc, chosen)
+    assert (acc[:, 0] < acc.max(1).values).any(), acc  # the case where keeping the first sample is wrong
 
 # ----------------------------------------------------------------------------- errors
 

@@ -162,7 +162,8 @@ def test_generate_options_of_the_shipped_methods():
     from methods.registry import get_method
     # the sets their fits ignore (Tina's fit_options, Cond P-Diff's checkpoint key): unchanged
     assert set(get_method("tina").generate_options()) == {"sampler", "sample_steps", "generate_text", "use_ema",
-                                                          "n_samples", "checkpoint_every", "log_every"}
+                                                          "n_samples", "checkpoint_every", "log_every",
+                                                          "descriptions", "snap_to_known"}  # Table 7's prompts
     assert set(get_method("cond-pdiff").generate_options()) == {"sampler", "sample_steps", "n_candidates", "select",
                                                                 "select_shots", "generate_batch", "log_every",
                                                                 "checkpoint_every"}

@@ -16,7 +16,7 @@ rule fit:
         mem_mb=8000,
         gpu=GPU,
     shell:
-        method_command("fit", "--seed {params.seed} --device {params.device} --threads {threads} --out {output} > {log} 2>&1")
+        method_command("fit", "--seed {params.seed} --device {params.device} --threads {threads} --out {output} 2>&1 | tee {log}")
 
 
 rule generate:

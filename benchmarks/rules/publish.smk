@@ -14,7 +14,7 @@ if PUBLISH:
         conda:
             "../../envs/nndiff.yaml"
         wildcard_constraints:
-            file=r"[^/]+\.(md|csv|html)|figures/[^/]+\.(png|svg)",
+            file=r"[^/]+\.(md|csv|html)|figures/[^/]+\.(png|svg|csv)",
         threads: 1
         resources:
             mem_mb=500,

@@ -72,7 +72,7 @@ rule finetune:
     shell:
         "nndiff finetune --images {input.images} --generic {input.generic} --arch {wildcards.arch} --tasks {input.tasks}"
         " --split {wildcards.split} --shard {wildcards.shard} --n-shards {params.n_shards} {params.features}"
-        " {params.flags} --seed {params.seed} --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        " {params.flags} --seed {params.seed} --device {params.device} --threads {threads} --out {output} 2>&1 | tee {log}"
 
 
 rule merge_shards:

@@ -1,6 +1,6 @@
 # nndiff-bench: datasets -> tasks -> generic models -> p-Model zoos -> methods -> per-task accuracies -> reports.
-# Run: snakemake --cores 8 reports/table1.md     (profile cpu: builds results/cpu/table1.md, publishes it to reports/)
-#      snakemake --cores 2 results/smoke/table1.md --configfile benchmarks/configs/smoke.yaml
+# Run: snakemake --cores 8 reports/table1.md            (profile cpu; `snakemake --cores 8` also publishes)
+#      snakemake --cores 2 reports/smoke/table1.md --configfile benchmarks/configs/smoke.yaml
 
 
 # The cpu profile unless another config file is given: Snakemake would merge a default with --configfile.
@@ -26,8 +26,9 @@ if "glue" in config:
     include: "benchmarks/rules/glue.smk"
 
 
-# Every report of the profile, written under results/<profile>/ (REPORTS) so that profiles never clobber
-# each other; a profile with `publish:` (cpu: reports/) copies them to that committed folder.
+# Every report of the profile, written under its own folder (REPORTS: cpu reports/, others reports/<profile>/)
+# so that profiles never clobber each other; a profile with `publish:` (cpu: reports/published/) copies them to
+# that committed folder.
 REPORT_TARGETS = [
     f"{REPORTS}table1.md",
     f"{REPORTS}claims.md",
@@ -56,7 +57,9 @@ REPORT_TARGETS = [
 
 rule all:
     input:
-        published([*REPORT_TARGETS, f"{REPORTS}index.html"]),
+        REPORT_TARGETS,
+        f"{REPORTS}index.html",
+        published([*REPORT_TARGETS, f"{REPORTS}index.html"]) if PUBLISH else [],
 
 
 # Last: the results page reads rule all's reports.

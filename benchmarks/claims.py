@@ -230,6 +230,7 @@ def write_ledger(results: list[str], out, *, config: str | None = None, efficien
     with artifacts.atomic_path(Path(out).with_suffix(".csv")) as tmp:
         table.to_csv(tmp, index=False)
     counts = table["verdict"].value_counts()
+    scope = sorted({str(Path(r)).split("/results/")[0].removeprefix("data/") for r in results})
     prov = artifacts.provenance(config)
     text = "\n".join([
         "# Claims ledger", "",
@@ -240,6 +241,7 @@ def write_ledger(results: list[str], out, *, config: str | None = None, efficien
         "the same tasks. The paper's figure is its Tina − baseline difference (CS: the paper's Table 1 row, whose",
         "numbers match the slice rule).", "",
         "Verdicts: " + ", ".join(f"{v} {counts.get(v, 0)}" for v in VERDICTS) + ".", "",
+        f"Built from {len(results)} per-task result files of {', '.join(scope)}.", "",
         table.to_markdown(index=False), "",
         f"Config `{config}` (hash `{prov['config_hash']}`), commit `{prov['commit']}`, {prov['hardware']}.", ""])
     artifacts.write_text(text, out)

@@ -171,6 +171,11 @@ stop() {
 status() {
     if ! [ -f "$CONF" ]; then echo "no $CONF: not running"; return 1; fi
     timeout 10 sinfo 2>&1 || true
+    if ours; then
+        for d in slurmctld slurmd; do
+            alive "$DIR/$d.pid" || { echo "$d is not running"; return 1; }
+        done
+    fi
     case "$(node_state)" in idle* | mix* | alloc* | comp*) return 0 ;; *) return 1 ;; esac
 }
 

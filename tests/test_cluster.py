@@ -2,7 +2,7 @@
 (scripts/slurm-one-node.sh, profiles/slurm). Skips, saying why, without root, Debian's slurm-wlm
 (`apt-get install slurm-wlm`) or the plugin (`pip install -e ".[cluster]"`), or when the cluster cannot start.
 
-The zoo (6 jobs, ~3 minutes on 2 busy cores) runs by default; the whole of results/smoke/table1.md (93 jobs)
+The zoo (6 jobs, ~3 minutes on 2 busy cores) runs by default; the whole of reports/smoke/table1.md (93 jobs)
 only with NNDIFF_CLUSTER_TABLE1=1."""
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def test_the_zoo_is_built_by_slurm_jobs(cluster, workdir):
 @pytest.mark.skipif(os.environ.get("NNDIFF_CLUSTER_TABLE1") != "1",
                     reason="the whole smoke table through SLURM (93 jobs) runs only with NNDIFF_CLUSTER_TABLE1=1")
 def test_the_smoke_table_is_built_by_slurm_jobs(cluster, workdir):
-    log = _snakemake_slurm(workdir, "results/smoke/table1.md")
+    log = _snakemake_slurm(workdir, "reports/smoke/table1.md")
     _through_slurm(log, workdir)
-    table = (workdir / "results/smoke/table1.md").read_text()
+    table = (workdir / "reports/smoke/table1.md").read_text()
     assert "tina" in table and "classifier-selection" in table

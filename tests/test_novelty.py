@@ -351,18 +351,18 @@ def test_workflow_wires_novelty_reports_and_control_variants(tmp_path):
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
     cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(root / "Snakefile"), "-n", "-p", "--cores", "1",
-           "results/smoke/novelty-tina-synthetic-cnn-5k.md", "results/smoke/novelty-cond-pdiff-synthetic-cnn-5k-lora.md",
+           "reports/smoke/novelty-tina-synthetic-cnn-5k.md", "reports/smoke/novelty-cond-pdiff-synthetic-cnn-5k-lora.md",
            "data/synthetic/cnn-5k/results/tina@shuffled/ood.csv", "data/synthetic/cnn-5k/results/tina@null/ood.csv",
            "--configfile", str(CONFIG_DIR / "smoke.yaml"), "--directory", str(tmp_path)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     assert "nndiff novelty" in text and "--generated data/synthetic/cnn-5k/methods/tina/generated/ood.pt" in text
-    assert "results/smoke/figures/novelty-cond-pdiff-synthetic-cnn-5k-lora.svg" in text
+    assert "reports/smoke/figures/novelty-cond-pdiff-synthetic-cnn-5k-lora.svg" in text
     assert '"control": "shuffle"' in text and '"control": "null"' in text  # stripped by `nndiff generate`
     assert "methods/tina@shuffled/fit.json" not in text  # a control variant reuses tina's fit
     all_ = subprocess.run([*cmd[:6], "all", *cmd[-4:]], capture_output=True, text=True, cwd=root)
-    assert "results/smoke/novelty-tina-synthetic-cnn-5k.md" in all_.stdout
+    assert "reports/smoke/novelty-tina-synthetic-cnn-5k.md" in all_.stdout
 
 
 def test_config_check_rejects_an_unknown_control():

@@ -213,8 +213,8 @@ def test_smoke_dry_run_lists_tables_6_7_and_fig6b(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
-    for target in ("results/smoke/table6.md", "results/smoke/table7.md", "results/smoke/fig6b.md",
-                   "results/smoke/figures/fig6b.csv", "results/smoke/figures/fig6b.svg"):
+    for target in ("reports/smoke/table6.md", "reports/smoke/table7.md", "reports/smoke/fig6b.md",
+                   "reports/smoke/figures/fig6b.csv", "reports/smoke/figures/fig6b.svg"):
         assert target in text
     assert "results/tina-pad/padded-3.csv" in text and "results/classifier-selection-slice/padded-5.csv" in text
     fits = [line for line in text.splitlines() if "nndiff fit " in line]

@@ -37,7 +37,7 @@ def snakemake(*args, cwd=ROOT, env=None, check=True) -> subprocess.CompletedProc
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_dry_run_builds_the_dag(profile, tmp_path):
-    out = snakemake("-n", "--cores", "2", f"results/{profile}/table1.md", "--configfile",
+    out = snakemake("-n", "--cores", "2", f"reports/{profile}/table1.md" if profile != "cpu" else "reports/table1.md", "--configfile",
                     str(ROOT / "benchmarks" / "configs" / f"{profile}.yaml"), "--directory", str(tmp_path))
     assert "table1" in out.stdout and "finetune" in out.stdout
 
@@ -53,11 +53,11 @@ def test_a_published_report_is_rebuilt_on_a_fresh_clone_not_taken_as_done(tmp_pa
     (tmp_path / "shipped" / "table1.md").write_text("numbers from another machine\n")
     out = snakemake("-n", "--cores", "1", "shipped/table1.md", "--configfile", str(config), "--directory",
                     str(tmp_path)).stdout
-    assert "rule publish:" in out and "results/smoke/table1.md" in out and "rule finetune:" in out
+    assert "rule publish:" in out and "reports/smoke/table1.md" in out and "rule finetune:" in out
 
 
 def test_table1_variants_are_rows_that_reuse_their_base_fit(tmp_path):
-    out = snakemake("-n", "-p", "--cores", "1", "results/smoke/table1.md", "--configfile", str(SMOKE),
+    out = snakemake("-n", "-p", "--cores", "1", "reports/smoke/table1.md", "--configfile", str(SMOKE),
                     "--directory", str(tmp_path)).stdout
     assert "results/cond-pdiff@first/ood.csv" in out and "results/tina@ddpm-20/" not in out
     assert "methods/cond-pdiff@first/fit.json" not in out  # a variant generates from its base's fit
@@ -66,12 +66,12 @@ def test_table1_variants_are_rows_that_reuse_their_base_fit(tmp_path):
     cfg["report"]["table1_variants"] = ["cond-pdiff@frist"]
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
-    out = snakemake("-n", "--cores", "1", "results/smoke/table1.md", "--configfile", str(bad), check=False)
+    out = snakemake("-n", "--cores", "1", "reports/smoke/table1.md", "--configfile", str(bad), check=False)
     assert out.returncode != 0 and "['cond-pdiff@frist'] are not variant labels" in out.stdout + out.stderr
 
 
 def test_ablation_rows_are_fits_of_the_base_with_changed_options(tmp_path):
-    out = snakemake("-n", "-p", "--cores", "1", "results/smoke/condpdiff_ablation.md", "--configfile", str(SMOKE),
+    out = snakemake("-n", "-p", "--cores", "1", "reports/smoke/condpdiff_ablation.md", "--configfile", str(SMOKE),
                     "--directory", str(tmp_path)).stdout
     fits = [line for line in out.splitlines() if "nndiff fit" in line]
     head = next(line for line in fits if "methods/cpd-head/" in line)
@@ -91,19 +91,19 @@ def test_ablation_with_unknown_label_fails_before_any_job(tmp_path, key, value, 
     cfg["ablations"]["condpdiff"][key] = value
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
-    out = snakemake("-n", "--cores", "1", "results/smoke/condpdiff_ablation.md", "--configfile", str(bad), check=False)
+    out = snakemake("-n", "--cores", "1", "reports/smoke/condpdiff_ablation.md", "--configfile", str(bad), check=False)
     assert out.returncode != 0 and message in out.stdout + out.stderr
 
 
 def test_glue_rules_exist_only_with_a_glue_section(tmp_path):
     cfg = yaml.safe_load(SMOKE.read_text())
-    out = snakemake("-n", "--cores", "1", "results/smoke/glue.md", "--configfile", str(SMOKE), "--directory",
+    out = snakemake("-n", "--cores", "1", "reports/smoke/glue.md", "--configfile", str(SMOKE), "--directory",
                     str(tmp_path), check=False)
-    assert out.returncode != 0  # no `glue:`: no rule makes results/smoke/glue.md
+    assert out.returncode != 0  # no `glue:`: no rule makes reports/smoke/glue.md
     cfg["glue"] = {"model": "/models/tiny-bert", "root": "/data/glue", "tasks": ["sst2", "rte"]}
     config = tmp_path / "glue.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    out = snakemake("-n", "-p", "--cores", "1", "results/smoke/glue.md", "--configfile", str(config), "--directory",
+    out = snakemake("-n", "-p", "--cores", "1", "reports/smoke/glue.md", "--configfile", str(config), "--directory",
                     str(tmp_path)).stdout
     assert "nndiff glue-zoo --model /models/tiny-bert --root /data/glue --tasks sst2 rte" in out
     assert "nndiff glue-run --zoo data/glue/zoo.pt" in out
@@ -119,7 +119,7 @@ def test_malformed_config_fails_before_any_job(tmp_path):
     cfg["finetune"]["epoch"] = 2  # typo
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
-    out = snakemake("-n", "--cores", "1", "results/smoke/table1.md", "--configfile", str(bad), check=False)
+    out = snakemake("-n", "--cores", "1", "reports/smoke/table1.md", "--configfile", str(bad), check=False)
     assert out.returncode != 0 and "epoch" in out.stdout + out.stderr
 
 
@@ -132,22 +132,22 @@ def test_smoke_profile_end_to_end_with_plugin(tmp_path):
     config.write_text(yaml.safe_dump(cfg))
     work = tmp_path / "work"
     env = _env(PYTHONPATH=str(site))
-    snakemake("--cores", "2", "results/smoke/table1.md", "--configfile", str(config), "--directory", str(work), env=env)
-    table = (work / "results" / "smoke" / "table1.md").read_text()
+    snakemake("--cores", "2", "reports/smoke/table1.md", "--configfile", str(config), "--directory", str(work), env=env)
+    table = (work / "reports" / "smoke" / "table1.md").read_text()
     for row in ["generic", "classifier-selection", "oracle", "zoo-average"]:
         assert f"| {row} " in table
     import pandas as pd
-    summary = pd.read_csv(work / "results" / "smoke" / "table1.csv")
+    summary = pd.read_csv(work / "reports" / "smoke" / "table1.csv")
     cs = summary[(summary.method == "classifier-selection-slice") & (summary.split == "ood")
                  & (summary.arch == "cnn-5k")]["mean"].item()
     assert cs > 100 / cfg["tasks"]["classes_per_task"]  # personalization beats chance
     # a second run has nothing to do
-    again = snakemake("-n", "--cores", "2", "results/smoke/table1.md", "--configfile", str(config), "--directory",
+    again = snakemake("-n", "--cores", "2", "reports/smoke/table1.md", "--configfile", str(config), "--directory",
                       str(work), env=env)
     assert "Nothing to be done" in again.stdout + again.stderr
     # diagnostics reuse the fitted generators
-    reports = ["results/smoke/diagnose-tina-synthetic-cnn-5k-ood.md", "results/smoke/diagnose-cond-pdiff-synthetic-cnn-5k-lora-id.md",
-               "results/smoke/autoencoder-cond-pdiff-synthetic-cnn-5k-lora.md"]
+    reports = ["reports/smoke/diagnose-tina-synthetic-cnn-5k-ood.md", "reports/smoke/diagnose-cond-pdiff-synthetic-cnn-5k-lora-id.md",
+               "reports/smoke/autoencoder-cond-pdiff-synthetic-cnn-5k-lora.md"]
     out = snakemake("--cores", "2", *reports, "--configfile", str(config), "--directory", str(work), env=env)
     assert "rule fit" not in out.stdout + out.stderr
     assert "| generated body + CS head" in (work / reports[1]).read_text()

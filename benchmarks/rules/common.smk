@@ -40,9 +40,10 @@ wildcard_constraints:
     name="|".join(ABLATIONS) or "(?!)",
 
 
-# Reports of a profile go to results/<profile>/; `publish:` names the committed folder the target `all`
-# copies them to (cpu: reports/), so a fresh clone's `snakemake reports/table1.md` rebuilds what it shows.
-REPORTS = f"results/{config['profile']}/"
+# Where a profile's reports go (config `reports`; cpu: reports/, others reports/<profile>/, git-ignored) and the
+# committed folder that the target `all` copies them to (config `publish`; cpu: reports/published/): the DAG
+# never finds its own target already committed, so a fresh clone's `snakemake reports/table1.md` really runs.
+REPORTS = os.path.join(config.get("reports", f"reports/{config['profile']}"), "")
 PUBLISH = os.path.join(config["publish"], "") if config.get("publish") else None
 
 

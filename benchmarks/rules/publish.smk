@@ -1,5 +1,5 @@
-# Publishing: a profile's reports (results/<profile>/...) copied to its committed folder (config `publish`,
-# cpu: reports/). Only rule all and explicit targets such as `reports/table1.md` ask for the copies.
+# Publishing: a profile's reports copied to its committed folder (config `publish`, cpu: reports/published/),
+# by rule all or an explicit target such as `reports/published/table1.md`.
 if PUBLISH:
 
     rule publish:

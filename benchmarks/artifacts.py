@@ -20,6 +20,7 @@ import platform
 import secrets
 import subprocess
 import types
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -78,8 +79,34 @@ def write_bytes(data: bytes, path: str | os.PathLike) -> None:
         tmp.write_bytes(data)
 
 
-def load_torch(path: str | os.PathLike) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
+TORCH_FILE = "a torch file of tensors and plain types, as nndiff writes them"
+
+
+def load_torch(path: str | os.PathLike, *, what: str = TORCH_FILE, keys: tuple[str, ...] = ()) -> Any:
+    """torch.load on the CPU, weights_only. A file that cannot be what the caller expects fails with one line
+    naming it and `what` was expected: missing (FileNotFoundError), a directory, truncated, a pickle of
+    arbitrary objects (weights_only refuses it), or, given `keys`, anything but a dict holding them (ValueError)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file; expected {what}")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, expected {what}")
+    try:
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning would be a second line of output
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's message is 20+ lines; the reason is after "WeightsUnpickler error:"
+        reason = str(e).split("WeightsUnpickler error:", 1)[-1].strip().split(". ")[0].splitlines()[0]
+        raise ValueError(f"{path}: expected {what}, but weights_only loading refuses it ({reason}): a pickle of other "
+                         "objects, or no torch file at all") from e
+    except (RuntimeError, EOFError, IndexError, ValueError) as e:
+        reason = (str(e).strip().split(". ")[0].splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{path}: truncated or not a torch file ({reason}); expected {what}") from e
+    missing = [k for k in keys if k not in obj] if isinstance(obj, dict) else list(keys)
+    if missing:
+        held = f"keys {sorted(map(str, obj))[:8]}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+        raise ValueError(f"{path}: expected {what}, but it holds {held}, without {missing}")
+    return obj
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:
@@ -92,7 +119,11 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON in `path`; broken JSON fails naming the file and the line."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
 
 
 TIMING_SUFFIX = ".timing.json"

@@ -125,7 +125,15 @@ def _arch(args, generic):
 
 def _features(path, split: str):
     from benchmarks import artifacts
-    return artifacts.load_torch(path)[split] if path else None
+    return artifacts.load_torch(path, what="backbone features from `nndiff features`", keys=("train", "test"))[split] \
+        if path else None
+
+
+def _vectors(path) -> dict:
+    """A vectors file of `nndiff generate` or `nndiff oracle`; anything else fails naming it."""
+    from benchmarks import artifacts
+    return artifacts.load_torch(path, what="vectors from `nndiff generate` or `nndiff oracle`",
+                                keys=("task_ids", "theta"))
 
 
 def cmd_finetune(args) -> None:
@@ -241,6 +249,9 @@ def cmd_generate(args) -> None:
     if args.control and control and args.control != control:
         raise ValueError(f"--control {args.control!r} contradicts the options' control {control!r}")
     control = args.control or control
+    for key in ("sampler", "sample_steps"):  # --sampler / --sample-steps: the method's options of those names
+        if getattr(args, key) is not None:
+            args.options[key] = getattr(args, key)
     if args.prompt is not None or args.image_prompt:
         if control:
             raise ValueError("condition controls apply to task splits (--tasks/--split), not to --prompt")
@@ -269,13 +280,14 @@ def cmd_generate(args) -> None:
 
 def _generate_pmodel(args) -> None:
     """`generate --prompt`: one standalone p-Model file from a text or image prompt (benchmarks/text2model.py)."""
-    from benchmarks.text2model import generate_pmodel, load_bench, parse_prompt
+    from benchmarks.text2model import _promptable, generate_pmodel, load_bench, parse_prompt
     if args.method != "tina":
         raise ValueError(f"--prompt and --image-prompt generate with --method tina, got {args.method!r}")
     device = _setup(args)
+    fitted = _promptable(args.method).fitted_bench(args.workdir)  # its encoder, class counts and sampler
     bench = load_bench(args.generic, args.workdir, encoder=args.encoder, encoder_cache=args.encoder_cache,
-                       seed=args.seed, device=device)  # the encoder defaults to the one tina was fitted with
-    out = generate_pmodel(args.workdir, bench, parse_prompt(args.prompt or ""), args.out,
+                       seed=args.seed, device=device, fitted=fitted)  # the encoder defaults to the fitted one
+    out = generate_pmodel(args.workdir, bench, parse_prompt(args.prompt or ""), args.out, fitted=fitted,
                           image_prompt=args.image_prompt, descriptions=args.descriptions, options=args.options)
     log.info("generated a p-Model with tina -> %s", out)
 
@@ -310,10 +322,10 @@ def cmd_novelty(args) -> None:
     from benchmarks.datasets import ImageData
     from benchmarks.novelty import dataset_of, novelty_table, write_report
     from benchmarks.tasks import get_split, load_tasks
-    from benchmarks.train import Generic
+    from benchmarks.train import Generic, load_zoo
     data, generic = ImageData.load(args.images), Generic.load(args.generic)
     arch = _arch(args, generic)
-    gen, zoo = artifacts.load_torch(args.generated), artifacts.load_torch(args.zoo)
+    gen, zoo = _vectors(args.generated), load_zoo(args.zoo)
     if gen.get("output_space", "task") != "task":
         raise ValueError(f"{args.generated}: novelty compares task-space p-Models; these vectors answer among all "
                          "classes")
@@ -341,7 +353,7 @@ def cmd_diagnose(args) -> None:
     from benchmarks.train import Generic
     data, generic = ImageData.load(args.images), Generic.load(args.generic)
     arch = _arch(args, generic)
-    gen, base = artifacts.load_torch(args.generated), artifacts.load_torch(args.baseline)
+    gen, base = _vectors(args.generated), _vectors(args.baseline)
     if gen["task_ids"] != base["task_ids"] or base.get("output_space", "task") != "task":
         raise ValueError("--baseline must be task-space vectors (classifier-selection-slice) of the same tasks")
     by_id = {t["id"]: t for t in get_split(load_tasks(args.tasks), args.split)}
@@ -404,7 +416,7 @@ def cmd_evaluate(args) -> None:
     from benchmarks.train import Generic
     device = _setup(args)
     data, generic = ImageData.load(args.images), Generic.load(args.generic)
-    vec = artifacts.load_torch(args.vectors)
+    vec = _vectors(args.vectors)
     by_id = {t["id"]: t for t in get_split(load_tasks(args.tasks), args.split)}
     missing = [t for t in vec["task_ids"] if t not in by_id]
     if missing:
@@ -680,6 +692,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--image-prompt", nargs="+", default=None, metavar="IMG",
                            help="one image per class through CLIP's image encoder (tina fitted with clip)")
             p.add_argument("--descriptions", action="store_true", help="prompt with the classes' descriptions")
+            p.add_argument("--sampler", default=None, help="option `sampler` (tina: ddpm, ddim, dpm-solver); with "
+                                                           "--prompt, default: the one tina was fitted with")
+            p.add_argument("--sample-steps", type=int, default=None,
+                           help="option `sample_steps`; with --prompt, default: the fit's (with another --sampler: "
+                                "that sampler's default)")
             p.add_argument("--control", default=None, choices=["shuffle", "null"],
                            help="condition control (benchmarks/controls.py): derange each task's class names "
                                 "(seeded) or blank them before the method sees them; the vectors keep the true order")
@@ -869,7 +886,9 @@ def _user_error(e: BaseException) -> str | None:
     anything else: a bug keeps its traceback. A KeyError counts only when raised on purpose, with a sentence; a
     failed lookup carries just the key."""
     import yaml
-    if isinstance(e, KeyError):
+    if isinstance(e, OSError) and e.filename is not None:  # a missing or unreadable file: its name and why
+        text = f"{e.filename}: {e.strerror or e}"
+    elif isinstance(e, KeyError):
         text = e.args[0] if len(e.args) == 1 and isinstance(e.args[0], str) and " " in e.args[0] else None
     elif isinstance(e, yaml.YAMLError):
         mark = getattr(e, "problem_mark", None)

@@ -75,6 +75,8 @@ def validate_config(cfg: dict) -> dict:
 
 def profile_path(profile: str) -> Path:
     if profile not in PROFILES and not Path(profile).exists():
+        if "/" in profile or profile.endswith((".yaml", ".yml")):
+            raise FileNotFoundError(f"{profile}: no such config file; give a YAML path or a profile {list(PROFILES)}")
         raise ValueError(f"unknown profile {profile!r}; choose one of {list(PROFILES)} or give a YAML path")
     return Path(profile) if Path(profile).exists() else CONFIG_DIR / f"{profile}.yaml"
 

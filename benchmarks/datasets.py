@@ -72,7 +72,8 @@ class ImageData:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ImageData:
-        state = load_torch(path)
+        state = load_torch(path, what="an images file from `nndiff prepare`",
+                           keys=("train_x", "train_y", "test_x", "test_y", "classes", "superclasses", "meta"))
         return cls(train_x=state["train_x"], train_y=state["train_y"], test_x=state["test_x"],
                    test_y=state["test_y"], classes=state["classes"], superclasses=state["superclasses"],
                    meta=state["meta"])

@@ -448,9 +448,13 @@ def save_tasks(tasks: dict, path: str | os.PathLike) -> None:
 
 
 def load_tasks(path: str | os.PathLike) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: {'is a directory' if os.path.isdir(path) else 'no such file'}; expected a "
+                                "tasks file from `nndiff tasks`")
     tasks = read_json(path)
-    if tasks.get("version") != VERSION:
-        raise ValueError(f"{path}: tasks file version {tasks.get('version')!r}, expected {VERSION}; "
+    version = tasks.get("version") if isinstance(tasks, dict) else None
+    if version != VERSION:
+        raise ValueError(f"{path}: tasks file version {version!r}, expected {VERSION}; "
                          "regenerate it with `nndiff tasks`")
     return tasks
 

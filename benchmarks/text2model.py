@@ -36,13 +36,22 @@ def parse_prompt(text: str) -> list[str]:
 
 
 def load_images(paths: list[str | os.PathLike], size: int = IMAGE_SIZE) -> Tensor:
-    """Image files -> uint8 [n, 3, size, size]: RGB, bicubic resize (as benchmarks.datasets prepares data)."""
+    """Image files -> uint8 [n, 3, size, size]: RGB, bicubic resize (as benchmarks.datasets prepares data).
+    A path that is missing, a directory or no image PIL reads fails naming it."""
     arrays = []
     for path in paths:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            arrays.append(np.asarray(img.resize((size, size), Image.BICUBIC) if img.size != (size, size) else img,
-                                     dtype=np.uint8))
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such image file")
+        if Path(path).is_dir():
+            raise ValueError(f"{path}: is a directory; name image files (PNG, JPEG, ...)")
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+                arrays.append(np.asarray(img.resize((size, size), Image.BICUBIC) if img.size != (size, size) else img,
+                                         dtype=np.uint8))
+        except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+            reason = " ".join(str(e).splitlines()) or type(e).__name__
+            raise ValueError(f"{path}: not an image file PIL can read ({reason})") from e
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -57,11 +66,12 @@ def _promptable(method: str) -> type[Method]:
 
 def load_bench(generic: str | os.PathLike | Generic, workdir: str | os.PathLike, *, encoder: dict | None = None,
                encoder_cache: str | os.PathLike | None = None, seed: int = 0,
-               device: torch.device = torch.device("cpu"), method: str = "tina") -> Bench:
+               device: torch.device = torch.device("cpu"), method: str = "tina", fitted: dict | None = None) -> Bench:
     """A Bench for generation only: the generic model (the p-Model's frozen parts) and the text encoder the
-    generator fitted in `workdir` was trained with (or `encoder`); no zoo and no images."""
+    generator fitted in `workdir` was trained with (or `encoder`); no zoo and no images. `fitted`: the method's
+    `fitted_bench(workdir)`, when the caller has read it already."""
     generic = generic if isinstance(generic, Generic) else Generic.load(generic)
-    fitted = _promptable(method).fitted_bench(workdir)  # fails, naming the path, when nothing was fitted there
+    fitted = fitted or _promptable(method).fitted_bench(workdir)  # fails, naming the path, when nothing was fitted
     arch = get_arch(fitted["arch"])
     n_params = arch.layout(fitted["num_classes"]).n_params
     return Bench(arch=arch, generic=generic, zoo=Zoo([], [], torch.zeros(0, n_params), torch.zeros(0)),
@@ -92,9 +102,26 @@ def _model_card(classes: list[str], arch: str, card: dict, state_path: Path, pro
     return "\n".join(lines) + "\n"
 
 
+def _check_prompt(prompt: list[str], fitted: dict, method: str, workdir: Path) -> None:
+    """One output per class: no class twice; as many classes as the fitted generator serves."""
+    duplicates = sorted({c for c in prompt if prompt.count(c) > 1}, key=prompt.index)
+    if duplicates:
+        raise ValueError(f"the prompt names {', '.join(repr(c) for c in duplicates)} more than once: name each class "
+                         "once (output i is class i of the prompt)")
+    counts = fitted.get("class_counts")
+    if counts and len(prompt) not in counts:
+        served = f"1 to {max(counts)}" if counts == list(range(1, max(counts) + 1)) and len(counts) > 1 else \
+            " or ".join(map(str, counts))
+        hint = (f"; a {method} fitted with `padding: true` serves 1 to {fitted['num_classes']} classes"
+                if fitted.get("padding") is False else "")
+        raise ValueError(f"the prompt names {len(prompt)} class{'es' if len(prompt) != 1 else ''}, but the {method} "
+                         f"fitted in {workdir} serves {served}-class prompts{hint}")
+
+
 def generate_pmodel(workdir: str | os.PathLike, bench: Bench | str | os.PathLike, prompt: list[str],
                     out: str | os.PathLike, *, image_prompt: list[str | os.PathLike] | None = None,
-                    descriptions: bool = False, options: dict | None = None, method: str = "tina") -> Path:
+                    descriptions: bool = False, options: dict | None = None, method: str = "tina",
+                    fitted: dict | None = None) -> Path:
     """Generate one p-Model for `prompt` with the generator fitted in `workdir` and write it as a standalone file.
 
     Args:
@@ -102,14 +129,16 @@ def generate_pmodel(workdir: str | os.PathLike, bench: Bench | str | os.PathLike
         prompt: class names in output order (with `image_prompt`: their names; empty: the image file stems).
         image_prompt: one image per class, encoded by CLIP's image tower (needs a Tina fitted with clip).
         descriptions: prompt with the classes' descriptions (the dataset's shipped file) instead of names.
-        options: the method's options for sampling (Tina: sampler, sample_steps, seed, use_ema, n_samples).
+        options: the method's options for sampling (Tina: sampler, sample_steps, seed, use_ema, n_samples); the
+            sampler and steps the generator was fitted with unless given (another sampler: its own default steps).
         method: a registered method with the `Promptable` capability.
+        fitted: its `fitted_bench(workdir)`, when the caller has read it already.
     Returns:
         `out`, a torch file {format, arch, classes, state_dict, model_card, meta}.
     """
-    _promptable(method)
     workdir = Path(workdir)
-    bench = bench if isinstance(bench, Bench) else load_bench(bench, workdir, method=method)
+    fitted = fitted or _promptable(method).fitted_bench(workdir)
+    bench = bench if isinstance(bench, Bench) else load_bench(bench, workdir, method=method, fitted=fitted)
     prompt = [str(c).strip() for c in prompt if str(c).strip()]
     if image_prompt:
         prompt = prompt or [Path(p).stem for p in image_prompt]
@@ -118,7 +147,12 @@ def generate_pmodel(workdir: str | os.PathLike, bench: Bench | str | os.PathLike
                              "give one image per class")
     if not prompt:
         raise ValueError("empty prompt: name the p-Model's classes, e.g. --prompt \"apple, bear, cup\"")
+    _check_prompt(prompt, fitted, method, workdir)
     options = dict(options or {})
+    sampling = dict(fitted.get("sampling") or {})
+    if "sampler" in options and options["sampler"] != sampling.get("sampler"):
+        sampling.pop("sample_steps", None)  # another sampler than the fit's: its own default steps unless given
+    options = {**sampling, **options}
     if descriptions:
         options["generate_text"] = "descriptions"
     generator = build_method(method, options).setup(bench, workdir)
@@ -156,7 +190,7 @@ def generate_pmodel(workdir: str | os.PathLike, bench: Bench | str | os.PathLike
 def classify(pmodel_file: str | os.PathLike, image_paths: list[str | os.PathLike], *,
              device: torch.device = torch.device("cpu")) -> list[tuple[str, str, float]]:
     """Label images with a standalone p-Model file. Returns one (path, class, probability) per image."""
-    d = artifacts.load_torch(pmodel_file)
+    d = artifacts.load_torch(pmodel_file, what=f"a p-Model file ({FORMAT}) from `nndiff generate --prompt`")
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise ValueError(f"{pmodel_file} is not a p-Model file ({FORMAT}); make one with `nndiff generate --prompt`")
     if not image_paths:

@@ -159,7 +159,8 @@ class Generic:
     @classmethod
     def load(cls, path) -> "Generic":
         from benchmarks.pmodels import get_arch
-        d = artifacts.load_torch(path)
+        d = artifacts.load_torch(path, what="a generic model from `nndiff stage1`",
+                                 keys=("arch", "classes", "state", "meta"))
         return cls(get_arch(d["arch"]), list(d["classes"]), d["state"], d["meta"])
 
 
@@ -300,7 +301,8 @@ def save_zoo(record: dict, path) -> None:
 def load_zoo(path) -> dict:
     """A record written by `save_zoo`, with `seconds` from its sidecar (None if it has none; a file written
     before sidecars existed keeps the seconds it holds)."""
-    d = artifacts.load_torch(path)
+    d = artifacts.load_torch(path, what="a p-Model zoo from `nndiff finetune` or `nndiff merge`",
+                             keys=("task_ids", "classes", "theta", "train_acc"))
     seconds = artifacts.read_timing(path).get("seconds", d.get("seconds"))
     return zoo_record(d.get("arch"), d["task_ids"], d["classes"], d["theta"], d["train_acc"], config=d.get("config"),
                       seconds=seconds)

@@ -119,7 +119,10 @@ class Promptable(Protocol):
     def fitted_bench(cls, workdir: str | os.PathLike) -> dict:
         """What the state in `workdir` was fitted on, enough for a generation-only Bench:
         {"arch": arch name, "num_classes": K, "encoder_spec": the text encoder's {"name", "options"},
-        "dataset": name}."""
+        "dataset": name}; optionally "class_counts" (the prompt lengths it serves; others are refused, naming
+        "padding" when it is False: a fit with padding serves more), and
+        "sampling" (the generate-time options it was fitted with, e.g. {"sampler", "sample_steps"}: a prompt
+        samples with them unless the caller gives its own)."""
 
     def prompt_encoder(self):
         """The encoder the fitted state reads prompts with (`encode_text`; `encode_image` for clip)."""

@@ -317,7 +317,7 @@ class Method:
         path = Path(workdir) / STATE
         if not path.exists():
             raise FileNotFoundError(f"method {cls.name!r} has no fitted state at {path}; run fit first")
-        return artifacts.load_torch(path)
+        return artifacts.load_torch(path, what=f"the state `nndiff fit --method {cls.name}` saves")
 
     @property
     def state_path(self) -> Path:

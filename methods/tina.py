@@ -468,10 +468,15 @@ class Tina(Method):
 
     @classmethod
     def fitted_bench(cls, workdir) -> dict:
-        """The arch, K, text encoder and dataset the state in `workdir` was fitted on (`Promptable`)."""
+        """The arch, K, text encoder and dataset the state in `workdir` was fitted on, the class counts it serves
+        (1..max_classes with padding, else K) and its sampler (`Promptable`)."""
         state = cls.read_state(workdir)
-        return {"arch": state["arch"], "num_classes": state["num_classes"], "encoder_spec": state["encoder_spec"],
-                "dataset": state["dataset"]}
+        c, k = state["config"], state["num_classes"]
+        padding = bool(c.get("padding"))
+        return {"arch": state["arch"], "num_classes": k, "encoder_spec": state["encoder_spec"],
+                "dataset": state["dataset"], "padding": padding,
+                "class_counts": list(range(1, state["net_config"]["max_classes"] + 1)) if padding else [k],
+                "sampling": {key: c[key] for key in ("sampler", "sample_steps") if key in c}}
 
     def generator_card(self) -> dict:
         """How this generator was fitted and samples, for a generated p-Model's model card (`Promptable`)."""

@@ -77,7 +77,8 @@ def test_image_prompt_through_clip(tiny, tmp_path):
     """Plumbing only: CLIP's real architecture with random weights (no weights can be downloaded here)."""
     bench = dataclasses.replace(tiny.bench, encoder_cache=tmp_path / "cache",
                                 text_encoder_spec={"name": "clip", "options": {"pretrained": None}})
-    Tina(dict(width=32, depth=1, heads=4, steps=2)).setup(bench, tmp_path / "tina").fit(bench, tmp_path / "tina")
+    tina = Tina(dict(width=32, depth=1, heads=4, steps=2, padding=True))  # padding: a 2-class prompt at K = 4
+    tina.setup(bench, tmp_path / "tina").fit(bench, tmp_path / "tina")
     images = write_pngs(tiny, tmp_path, 2)
     out = generate_pmodel(tmp_path / "tina", bench, [], tmp_path / "pm.pt", image_prompt=images,
                           options={"sample_steps": 5})

@@ -45,6 +45,14 @@ def load_results(paths: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def table1_paper_value(method: str, ds: str, arch: str, split: str) -> float | None:
+    """The paper's Table 1 number for a row. Its classifier selection matches the slice rule's numbers
+    (README, "Baselines"), so it stands beside `classifier-selection-slice`, not the masked rule."""
+    if method == "classifier-selection":
+        return None
+    return PAPER_TABLE1.get((method.removesuffix("-slice"), ds, arch, split))
+
+
 def paired_baseline(methods) -> str:
     """The stronger classifier-selection reading when present (slicing never loses to masking, and it is
     the yardstick of docs/design-notes.md §1), else the paper's."""
@@ -58,7 +66,7 @@ def summary_table(df: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame
     for (ds, arch, split, method), g in df.groupby(["dataset", "arch", "split", "method"], sort=False):
         s = summarize(g["accuracy"])
         row = {"dataset": ds, "arch": arch, "split": split, "method": method, **s,
-               "paper": PAPER_TABLE1.get((method.removesuffix("-slice"), ds, arch, split)) if not method.endswith("-slice") else None,
+               "paper": table1_paper_value(method, ds, arch, split),
                **collapse_flags(g, s)}
         base = df[(df.dataset == ds) & (df.arch == arch) & (df.split == split) & (df.method == baseline)]
         if method != baseline and len(base):

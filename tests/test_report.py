@@ -102,3 +102,10 @@ def test_commit_is_dirty_for_code_changes_but_not_for_rewritten_reports(tmp_path
     assert not git_commit(tmp_path).endswith("-dirty")
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path).endswith("-dirty")
+
+
+def test_the_papers_cs_number_stands_beside_the_slice_row_not_the_mask_row():
+    from benchmarks.report import table1_paper_value as paper
+    assert paper("classifier-selection-slice", "miniimagenet", "cnn-5k", "ood") == 51.02
+    assert paper("classifier-selection", "miniimagenet", "cnn-5k", "ood") is None
+    assert paper("tina", "caltech101", "cnn-5k", "id") == 58.69

@@ -180,6 +180,10 @@ def hardware() -> str:
 
 
 def provenance(cfg: Any = None) -> dict:
-    """What every result file records about how it was made."""
+    """What every result file records about how it was made. `cfg`: the config (a path to its YAML is read,
+    so every report of one config shows one hash)."""
+    if isinstance(cfg, (str, os.PathLike)) and Path(cfg).is_file():
+        import yaml
+        cfg = yaml.safe_load(Path(cfg).read_text())
     return {"commit": git_commit(Path(__file__).resolve().parent.parent), "hardware": hardware(),
             "config_hash": config_hash(cfg) if cfg is not None else None}

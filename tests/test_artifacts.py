@@ -17,6 +17,7 @@ from benchmarks.config import FinetuneConfig
 from benchmarks.tasks import get_split, save_tasks
 from benchmarks.train import finetune_tasks, load_zoo, merge_zoo, save_zoo
 from methods.tina import Tina
+from tests.helpers import table_bench
 
 CPU = torch.device("cpu")
 TINA = dict(width=16, depth=1, heads=4, batch_size=16, log_every=1000, steps=8, checkpoint_every=4,
@@ -182,11 +183,7 @@ def test_cli_stages_write_identical_bytes_and_timing_sidecars(tiny, tmp_path):
 @pytest.fixture(scope="module")
 def bench(tiny, tmp_path_factory):
     """The tiny bench with a table text encoder (seeded random vectors: no model to load)."""
-    gen = torch.Generator().manual_seed(0)
-    table = {c: torch.randn(16, generator=gen).tolist() for c in [*tiny.bench.class_names, "<->"]}
-    path = tmp_path_factory.mktemp("table") / "table.json"
-    path.write_text(json.dumps(table))
-    return dataclasses.replace(tiny.bench, text_encoder_spec={"name": "table", "options": {"path": str(path)}})
+    return table_bench(tiny.bench, tmp_path_factory.mktemp("table"), [*tiny.bench.class_names, "<->"])
 
 
 def test_tina_state_is_byte_identical_fitted_twice_or_resumed(bench, tmp_path, monkeypatch):

@@ -1,7 +1,5 @@
 """zoo-mean, hypernet and noised-neighbour on the tiny bench, with a tiny name -> vector table as the text
 encoder (fast)."""
-import dataclasses
-import json
 
 import pytest
 import torch
@@ -10,6 +8,7 @@ from benchmarks import artifacts
 from benchmarks.tasks import get_split
 from methods.base import Tasks
 from methods.registry import build_method
+from tests.helpers import fitted, fresh, table_bench
 
 PERM = torch.tensor([2, 0, 3, 1])  # a reordering of a 4-class prompt
 
@@ -17,21 +16,9 @@ PERM = torch.tensor([2, 0, 3, 1])  # a reordering of a 4-class prompt
 @pytest.fixture(scope="module")
 def bench(tiny, tmp_path_factory):
     """The tiny bench with a `table` text encoder: seeded random vectors for its classes."""
-    gen = torch.Generator().manual_seed(0)
-    path = tmp_path_factory.mktemp("table") / "names.json"
-    path.write_text(json.dumps({n: torch.randn(16, generator=gen).tolist() for n in tiny.bench.class_names}))
-    return dataclasses.replace(tiny.bench, text_encoder_spec={"name": "table", "options": {"path": str(path)}})
+    return table_bench(tiny.bench, tmp_path_factory.mktemp("table"), tiny.bench.class_names)
 
 
-def fitted(name, bench, workdir, options=None):
-    method = build_method(name, options).setup(bench, workdir)
-    method.fit(bench, workdir)
-    return method
-
-
-def fresh(name, bench, workdir, options=None):
-    """A new instance that only has the workdir, as generate() runs in its own process."""
-    return build_method(name, options).setup(bench, workdir)
 
 
 def zoo_tasks(bench, perm=None):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from benchmarks.tasks import get_split
 from methods.base import Tasks, Zoo
 from methods.tina import Normalizer, Tina, batch_indices, permute_neurons
 from methods.tina_net import TinaNet, TinaNetConfig
+from tests.helpers import table_bench
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = dict(width=32, depth=2, heads=4, batch_size=16, log_every=1000)  # a denoiser that trains in seconds
@@ -25,11 +25,7 @@ SMALL = dict(width=32, depth=2, heads=4, batch_size=16, log_every=1000)  # a den
 @pytest.fixture(scope="module")
 def bench(tiny, tmp_path_factory):
     """The tiny bench with a table text encoder (random vectors: no model to load, distinct per class)."""
-    gen = torch.Generator().manual_seed(0)
-    table = {c: torch.randn(16, generator=gen).tolist() for c in [*tiny.bench.class_names, "<->"]}
-    path = tmp_path_factory.mktemp("table") / "table.json"
-    path.write_text(json.dumps(table))
-    return dataclasses.replace(tiny.bench, text_encoder_spec={"name": "table", "options": {"path": str(path)}})
+    return table_bench(tiny.bench, tmp_path_factory.mktemp("table"), [*tiny.bench.class_names, "<->"])
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ TINY_OPTIONS = {
     "cond-pdiff": {"ae_steps": 20, "diffusion_steps": 10, "fold": 4, "ae_layers": 2, "ae_width": 8, "unet_width": 16,
                    "emb_dim": 32, "batch_size": 8, "sample_steps": 4, "n_candidates": 2, "select_shots": 3,
                    "fewshot_pool": 8, "checkpoint_every": 0},
+    "hypernet": {"width": 16, "heads": 2, "body_hidden": 16, "steps": 20, "batch_size": 16},
 }
 
 

@@ -187,3 +187,9 @@ def provenance(cfg: Any = None) -> dict:
         cfg = yaml.safe_load(Path(cfg).read_text())
     return {"commit": git_commit(Path(__file__).resolve().parent.parent), "hardware": hardware(),
             "config_hash": config_hash(cfg) if cfg is not None else None}
+
+
+def provenance_footer(config: Any = None) -> str:
+    """The report footer naming the config (and its content hash), the commit and the machine."""
+    prov = provenance(config)
+    return f"Config `{config}` (hash `{prov['config_hash']}`), commit `{prov['commit']}`, {prov['hardware']}."

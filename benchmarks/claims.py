@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks import artifacts
-from benchmarks.evaluate import paired, summarize
+from benchmarks.evaluate import paired
 from benchmarks.report import PAPER_TABLE1, load_results
 
 CS = "classifier-selection-slice"  # the reading whose numbers match the paper's CS (README, "Baselines")
@@ -188,7 +188,7 @@ def efficiency_claims(led: Ledger, efficiency: list[str], headroom: str | None) 
         led.claims.append(Claim(
             "Generating a p-Model is faster than fine-tuning one (Tina model card)", where,
             "94.35 s vs 4.88 s (19x)", f"{single['fine-tune']:.2f} s vs {single['tina']:.2f} s ({ratio:.1f}x)",
-            f"classifier selection: no training at all", "confirmed" if ratio > 1 else "refuted",
+            "classifier selection: no training at all", "confirmed" if ratio > 1 else "refuted",
             "per model, one task per call; equal accuracy below"))
     if headroom and Path(headroom).exists() and len(led.df):
         h = pd.read_csv(headroom)
@@ -231,7 +231,6 @@ def write_ledger(results: list[str], out, *, config: str | None = None, efficien
         table.to_csv(tmp, index=False)
     counts = table["verdict"].value_counts()
     scope = sorted({str(Path(r)).split("/results/")[0].removeprefix("data/") for r in results})
-    prov = artifacts.provenance(config)
     text = "\n".join([
         "# Claims ledger", "",
         "Each claim of the Tina and Cond P-Diff papers that this harness can test. `ours`: paired difference over",
@@ -243,6 +242,6 @@ def write_ledger(results: list[str], out, *, config: str | None = None, efficien
         "Verdicts: " + ", ".join(f"{v} {counts.get(v, 0)}" for v in VERDICTS) + ".", "",
         f"Built from {len(results)} per-task result files of {', '.join(scope)}.", "",
         table.to_markdown(index=False), "",
-        f"Config `{config}` (hash `{prov['config_hash']}`), commit `{prov['commit']}`, {prov['hardware']}.", ""])
+        artifacts.provenance_footer(config), ""])
     artifacts.write_text(text, out)
     return table

@@ -91,22 +91,19 @@ def summarize_cells(cells: list[dict]) -> pd.DataFrame:
     """cells: [{dataset, arch, schedule, epochs, lr, csv}] -> one row each: CS and fine-tuned p-Acc, the paired
     gain with its 95% CI, seconds per p-Model, and the gain against the *cosine* generic's CS on the same
     tasks (for a constant-lr generic: what is left after subtracting recalibration)."""
-    frames = {}
-    for c in cells:
-        frames[id(c)] = pd.read_csv(c["csv"])
+    frames = [pd.read_csv(c["csv"]) for c in cells]
     rows = []
-    for c in cells:
-        df = frames[id(c)]
+    for c, df in zip(cells, frames):
         gain = summarize(df["gain"])
         secs = artifacts.read_json(timing_path(c["csv"]))["seconds_per_pmodel"]
         row = {"dataset": c["dataset"], "arch": c["arch"], "generic": c["schedule"], "epochs": c["epochs"],
                "lr": c["lr"], "tasks": gain["n"], "CS": df["cs"].mean(), "fine-tuned": df["finetuned"].mean(),
                "head-room": gain["mean"], "± 95% CI": gain["ci95"], "low": gain["mean"] - gain["ci95"],
                "s / p-Model": sum(secs) / len(secs)}
-        ref = next((r for r in cells if r["dataset"] == c["dataset"] and r["arch"] == c["arch"]
+        ref = next((f for r, f in zip(cells, frames) if r["dataset"] == c["dataset"] and r["arch"] == c["arch"]
                     and r["schedule"] == "cosine"), None)
         if c["schedule"] != "cosine" and ref is not None:
-            m = df.merge(frames[id(ref)][["task_id", "cs"]], on="task_id", suffixes=("", "_cosine"))
+            m = df.merge(ref[["task_id", "cs"]], on="task_id", suffixes=("", "_cosine"))
             vs = summarize(m["finetuned"] - m["cs_cosine"])
             row["vs cosine CS"] = f"{vs['mean']:+.2f} ± {vs['ci95']:.2f}"
         rows.append(row)
@@ -185,7 +182,6 @@ def write_report(cells: list[dict], out, *, config: str | None = None, floor: fl
     shown = table.drop(columns=["low"]).assign(lr=[f"{lr:g}" for lr in table.lr])
     if "vs cosine CS" in shown:
         shown["vs cosine CS"] = shown["vs cosine CS"].fillna("")
-    prov = artifacts.provenance(config)
     text = "\n".join([
         "# Head-room over classifier selection", "",
         "Fine-tuned p-Model − classifier selection (CS, slice rule), paired over the same tasks of the zoo split,",
@@ -200,8 +196,7 @@ def write_report(cells: list[dict], out, *, config: str | None = None, floor: fl
         *verdicts, "",
         f"![head-room vs cost](figures/{figure.name}.png)", "",
         f"Figure: `figures/{figure.name}.png` (and `.svg`); its numbers are `{out.stem}.csv`.", "",
-        f"Config `{config}` (hash `{prov['config_hash']}`), commit `{prov['commit']}`, {prov['hardware']}. "
-        "Seconds: wall time per p-Model in one single-threaded job, on a machine shared with other jobs (a cost "
+        f"{artifacts.provenance_footer(config)} Seconds: wall time per p-Model in one single-threaded job, on a machine shared with other jobs (a cost "
         "indication only: the rule ranks recipes by epochs).", ""])
     artifacts.write_text(text, out)
     return table

@@ -79,6 +79,13 @@ def write_bytes(data: bytes, path: str | os.PathLike) -> None:
         tmp.write_bytes(data)
 
 
+def publish(source: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """`nndiff publish`: copy a profile's report (results/<profile>/...) to its committed folder, atomically."""
+    import logging
+    write_bytes(Path(source).read_bytes(), dest)
+    logging.getLogger("nndiff.artifacts").info("published %s -> %s", source, dest)
+
+
 TORCH_FILE = "a torch file of tensors and plain types, as nndiff writes them"
 
 

@@ -69,3 +69,25 @@ def write_efficiency(rows: list[Timed], out: str, *, header: str) -> pd.DataFram
     with artifacts.atomic_path(Path(out).with_suffix(".csv")) as tmp:  # the numbers, for the claims ledger
         df.to_csv(tmp, index=False)
     return df
+
+
+def run_efficiency(files, tasks_path, methods: list[dict], cfg: FinetuneConfig, *, split: str, n_single: int,
+                   n_finetune: int, seed: int, device, out) -> pd.DataFrame:
+    """`nndiff efficiency`: seconds per personalized model, all in this one process: fine-tuning `n_finetune`
+    tasks of `split`, then each fitted method of `methods` ({"label", "method", "options", "workdir"}).
+    `files`: the benchmark's files (benchmarks.methods_runner.BenchFiles)."""
+    from benchmarks.methods_runner import build
+    from benchmarks.tasks import get_split, load_tasks
+    from methods.base import Tasks
+    records = get_split(load_tasks(tasks_path), split)
+    bench = files.load(seed=seed, device=device)
+    rows = [time_finetune(bench.generic, bench.train_x, bench.train_y, records[:n_finetune], cfg, seed=seed,
+                          device=device, arch=bench.arch, features=bench.train_features)]
+    tasks = Tasks.from_records(records)
+    for spec in methods:
+        options = {k: v for k, v in spec.get("options", {}).items() if k != "control"}  # a control times alike
+        method = build(spec["method"], options).setup(bench, spec["workdir"])
+        rows += time_generate(spec["label"], method, tasks, n_single)
+    prov = artifacts.provenance()
+    return write_efficiency(rows, out, header=f"Split `{split}`, {len(tasks)} tasks, seed {seed}; "
+                            f"{prov['hardware']}; commit `{prov['commit']}`.")

@@ -6,6 +6,7 @@ paper's classifier selection, output c means dataset class c (output space "all"
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import pandas as pd
@@ -17,6 +18,7 @@ from benchmarks.pmodels import pmodel_logits
 from benchmarks.train import Generic, derive_seed, task_data
 
 OUTPUT_SPACES = ("task", "all")
+log = logging.getLogger("nndiff.evaluate")
 
 
 def check_vectors(theta: Tensor, n_tasks: int, n_params: int, *, method: str, task_ids: list[str]) -> None:
@@ -149,3 +151,58 @@ def paired(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     """Paired difference a - b over the tasks both evaluated (method vs a baseline on the same tasks)."""
     m = a.merge(b, on="task_id", suffixes=("_a", "_b"))
     return summarize(m["accuracy_a"] - m["accuracy_b"])
+
+# ----------------------------------------------------------------------------- `nndiff evaluate`
+
+
+def load_vectors(path) -> dict:
+    """A vectors file of `nndiff generate` or `nndiff oracle`; anything else fails naming it."""
+    from benchmarks import artifacts
+    return artifacts.load_torch(path, what="vectors from `nndiff generate` or `nndiff oracle`",
+                                keys=("task_ids", "theta"))
+
+
+def vector_tasks(vectors: dict, tasks_path, split: str) -> list[dict]:
+    """The task records of `split` that the vectors name, in the vectors' order; a task outside the split fails."""
+    from benchmarks.tasks import get_split, load_tasks
+    by_id = {t["id"]: t for t in get_split(load_tasks(tasks_path), split)}
+    missing = [t for t in vectors["task_ids"] if t not in by_id]
+    if missing:
+        raise ValueError(f"vectors name tasks not in split {split!r}: {missing[:5]}")
+    return [by_id[t] for t in vectors["task_ids"]]
+
+
+def run_evaluate(images_path, generic_path, tasks_path, vectors_path, *, split: str, out, device: torch.device,
+                 features_path=None, label: str | None = None, arch_name: str | None = None) -> pd.DataFrame:
+    """`nndiff evaluate`: per-task accuracy of a vectors file on its split, to a CSV with the collapse alarm's
+    columns (benchmarks/report.py); logs p-Acc and warns of near-identical or chance-level p-Models."""
+    from benchmarks import artifacts
+    from benchmarks.datasets import ImageData
+    from benchmarks.report import collapse_check
+    from benchmarks.train import load_features, pmodel_arch
+    data, generic = ImageData.load(images_path), Generic.load(generic_path)
+    vec = load_vectors(vectors_path)
+    tasks = vector_tasks(vec, tasks_path, split)
+    df = evaluate(generic, data.test_x, data.test_y, tasks, vec["theta"], output_space=vec.get("output_space", "task"),
+                  features=load_features(features_path, "test"), method=vec.get("method", "?"), device=device,
+                  arch=pmodel_arch(generic, arch_name))
+    df.insert(0, "split", split)
+    df.insert(0, "method", label or vec.get("method", "?"))
+    spread = collapse_check(df, vec, tasks, pmodel_arch(generic, arch_name))
+    with artifacts.atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+    _log_evaluation(df, split, spread, out)
+    return df
+
+
+def _log_evaluation(df: pd.DataFrame, split: str, spread: dict, out) -> None:
+    s = summarize(df["accuracy"])
+    log.info("%s on %s: p-Acc %.2f +- %.2f (95%% CI, n=%d) -> %s", df["method"][0], split, s["mean"],
+             s["ci95"], s["n"], out)
+    if spread and spread["identical"]:
+        log.warning("%s on %s: the generated p-Models are near-identical across tasks (mean pairwise cosine of "
+                    "the heads %.4f > %g): collapsed generator", df["method"][0], split,
+                    spread["gen_head_cos"], spread["limit"])
+    if spread and spread["collapse"]:
+        log.warning("%s on %s: p-Acc %.2f +- %.2f reaches chance (%.2f%%): collapse", df["method"][0], split,
+                    s["mean"], s["ci95"], spread["chance"])

@@ -277,3 +277,41 @@ def run_cond_pdiff(zoo: dict, model_name: str, root: str | Path, options: dict, 
                                   max_length=lora["max_length"], device=device)
         rows += [{"task": task, "vector": name, **score} for name, score in zip(vectors, scores)]
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- `nndiff glue-zoo`, `nndiff glue-run`
+
+
+def write_zoo(model_name: str, root: str | Path, tasks: list[str], *, lora: dict, train: dict, seed: int, device,
+              out) -> dict:
+    """`nndiff glue-zoo`: the LoRA zoo of `tasks` on the local model `model_name`, saved with the model's name.
+    `lora` and `train`: ZooConfig fields (e.g. {"rank": 4}, {"steps": 1000, "save_last": 150})."""
+    from benchmarks import artifacts
+    backbone, tokenizer = load_backbone(model_name)
+    cfg = ZooConfig(**lora, **train)
+    zoo = build_zoo(backbone, tokenizer, root, tasks, cfg, seed=seed, device=device)
+    artifacts.save_torch({**zoo, "model": model_name}, out)
+    log.info("GLUE zoo: %d vectors of %d parameters -> %s", len(zoo["task_ids"]), zoo["theta"].shape[1], out)
+    return zoo
+
+
+def write_cond_pdiff_report(zoo_path, root: str | Path, options: dict, workdir: str | Path, *, seed: int, device,
+                            encoder_spec: dict | None, encoder_cache: str | None, select_examples: int,
+                            dev_limit: int | None, out) -> pd.DataFrame:
+    """`nndiff glue-run`: `run_cond_pdiff` on a zoo of `nndiff glue-zoo`, as a markdown report with a CSV beside it."""
+    from benchmarks import artifacts
+    zoo = artifacts.load_torch(zoo_path)
+    df = run_cond_pdiff(zoo, zoo["model"], root, options, workdir, seed=seed, device=device,
+                        encoder_spec=encoder_spec, encoder_cache=Path(encoder_cache) if encoder_cache else None,
+                        select_examples=select_examples, dev_limit=dev_limit)
+    prov = artifacts.provenance(options)
+    artifacts.write_text("\n".join([
+        f"# Cond P-Diff on GLUE LoRA zoos ({zoo['model']})", "",
+        "Dev-set accuracy and Matthews correlation (%, CoLA's metric) of each vector; one zoo per task from the",
+        f"last {sum(1 for t in zoo['glue_task'] if t == zoo['glue_task'][0])} fine-tuning steps.", "",
+        df.to_markdown(index=False, floatfmt=".2f"), "",
+        f"Options `{options}`, LoRA `{zoo['lora']}`; seed {seed}; commit `{prov['commit']}`; "
+        f"{prov['hardware']}.", ""]), out)
+    with artifacts.atomic_path(Path(out).with_suffix(".csv")) as tmp:
+        df.to_csv(tmp, index=False)
+    return df

@@ -8,6 +8,7 @@ recalibration. This module measures both, paired over the same tasks (reports/he
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,8 @@ from benchmarks import artifacts
 from benchmarks.config import FinetuneConfig
 from benchmarks.evaluate import evaluate, summarize
 from benchmarks.train import Generic, derive_seed, finetune_task
+
+log = logging.getLogger("nndiff.headroom")
 
 # ----------------------------------------------------------------------------- one cell of the sweep
 
@@ -73,6 +76,18 @@ def run_cell(images_path, generic_path, tasks_path, *, split: str, n_tasks: int,
         df.to_csv(tmp, index=False, float_format="%.4f")
     artifacts.write_json({"seconds_per_pmodel": seconds, "recipe": recipe.__dict__,
                           "generic_top1": generic.meta.get("test_top1")}, timing_path(out))
+    return df
+
+
+def write_cell(images_path, generic_path, tasks_path, *, split: str, n_tasks: int, recipe: FinetuneConfig,
+               seed: int, device: torch.device, out, arch_name: str | None = None, features_path=None) -> pd.DataFrame:
+    """`nndiff headroom-cell`: `run_cell` with the p-Model arch `arch_name` (default the generic's), logged."""
+    from benchmarks.train import pmodel_arch
+    arch = pmodel_arch(Generic.load(generic_path), arch_name)
+    df = run_cell(images_path, generic_path, tasks_path, split=split, n_tasks=n_tasks, recipe=recipe, seed=seed,
+                  device=device, out=out, arch=arch, features_path=features_path)
+    log.info("head-room %d epochs lr %g: fine-tuned - CS %+.2f over %d tasks -> %s", recipe.epochs, recipe.lr,
+             df["gain"].mean(), len(df), out)
     return df
 
 
@@ -217,3 +232,15 @@ def sweep_cells(cfg: dict) -> list[dict]:
 
 def recipe_from(base: FinetuneConfig, epochs: int, lr: float) -> FinetuneConfig:
     return replace(base, epochs=epochs, lr=lr)
+
+
+def cells_from_specs(specs: list[str], csvs: list[str]) -> list[dict]:
+    """The cells of `write_report` from `nndiff headroom-report`'s `--cell DATASET:ARCH:SCHEDULE:EPOCHS:LR`,
+    one per CSV in the same order."""
+    cells = [dict(zip(("dataset", "arch", "schedule", "epochs", "lr"), spec.split(":")), csv=csv)
+             for spec, csv in zip(specs, csvs)]
+    if len(specs) != len(csvs):
+        raise ValueError("give one --cell DATASET:ARCH:SCHEDULE:EPOCHS:LR per CSV, in the same order")
+    for c in cells:
+        c["epochs"], c["lr"] = int(c["epochs"]), float(c["lr"])
+    return cells

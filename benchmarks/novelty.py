@@ -398,3 +398,29 @@ def write_report(table: pd.DataFrame, out, *, label: str, arch: PModelArch, spli
 def dataset_of(path) -> str:
     m = re.search(r"data/(?P<dataset>[^/]+)/", str(path).replace("\\", "/"))
     return m["dataset"] if m else "?"
+
+
+def run_novelty(images_path, generic_path, tasks_path, zoo_path, generated, *, split: str, out,
+                label: str | None = None, reference_size: int | None = None, features_path=None,
+                arch_name: str | None = None) -> pd.DataFrame:
+    """`nndiff novelty`: the memorization panel of a method's generated task-space vectors on `split` against the
+    zoo: markdown, CSV of the plotted numbers, PNG and SVG figure. `label` defaults to the vectors' method."""
+    from benchmarks.datasets import ImageData
+    from benchmarks.evaluate import load_vectors, vector_tasks
+    from benchmarks.train import Generic, load_features, load_zoo, pmodel_arch
+    data, generic = ImageData.load(images_path), Generic.load(generic_path)
+    arch = pmodel_arch(generic, arch_name)
+    gen, zoo = load_vectors(generated), load_zoo(zoo_path)
+    if gen.get("output_space", "task") != "task":
+        raise ValueError(f"{generated}: novelty compares task-space p-Models; these vectors answer among all classes")
+    tasks = vector_tasks(gen, tasks_path, split)
+    label = label or gen.get("method", "?")
+    table = novelty_table(generic, arch, data.test_x, data.test_y, tasks, gen["theta"], zoo,
+                          features=load_features(features_path, "test"), reference_size=reference_size)
+    prov = artifacts.provenance()
+    write_report(table, out, label=label, arch=arch, split=split, dataset=dataset_of(generated),
+                 footer=f"Commit `{prov['commit']}`; {prov['hardware']}.")
+    g = table[table.kind == "generated"]
+    log.info("novelty of %s: median distance to the zoo %.4g vs zoo-to-zoo %.4g -> %s", label, g["distance"].median(),
+             table.loc[table.kind == "zoo", "distance"].median(), out)
+    return table

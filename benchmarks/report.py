@@ -119,6 +119,16 @@ def collapse_flags(g: pd.DataFrame, s: dict | None = None) -> dict:
             "identical": bool(len(cos) and cos.max() > HEAD_COS_LIMIT)}
 
 
+def collapse_check(df: pd.DataFrame, vectors: dict, tasks: list[dict], arch) -> dict:
+    """The collapse alarm of `nndiff evaluate`: head similarity across tasks of task-space vectors (same class
+    count), written as columns of the per-task frame `df`, and `collapse_flags` with the head cosine and its limit."""
+    if vectors.get("output_space", "task") == "task" and len({len(t["classes"]) for t in tasks}) == 1:
+        for key, value in generated_spread(vectors["theta"], arch.layout(len(tasks[0]["classes"]))).items():
+            df[key] = value
+    return {**collapse_flags(df), **({"gen_head_cos": df["gen_head_cos"].iloc[0]} if "gen_head_cos" in df else {}),
+            "limit": HEAD_COS_LIMIT}
+
+
 def _marks(r) -> str:
     return (f" {COLLAPSE_MARK}" if r.get("collapse") is True else "") + \
         (f" {IDENTICAL_MARK}" if r.get("identical") is True else "")
@@ -218,6 +228,13 @@ def write_table1(results: list[str], out: str, *, config: str, stage_times: list
     with artifacts.atomic_path(Path(out).with_suffix(".csv")) as tmp:
         summary.drop(columns=["cell", "column"]).to_csv(tmp, index=False)
     return summary
+
+
+def zoo_entries(generics: list[str], zoos: list[str], accuracies: list[str]) -> list[dict]:
+    """The entries of `write_zoo_report` from its three parallel lists (`nndiff zoo-report`), one per (dataset, arch)."""
+    if not (len(generics) == len(zoos) == len(accuracies)):
+        raise ValueError("give one --generic, --zoo and --accuracy per (dataset, arch), in the same order")
+    return [{"generic": g, "zoo": z, "accuracy": a} for g, z, a in zip(generics, zoos, accuracies)]
 
 
 def write_zoo_report(entries: list[dict], out: str, *, config: str) -> pd.DataFrame:

@@ -320,3 +320,101 @@ def merge_zoo(records: list[dict]) -> dict:
                       torch.cat([r["theta"] for r in records]), torch.cat([r["train_acc"] for r in records]),
                       config=records[0].get("config"),
                       seconds=None if any(s is None for s in secs) else torch.cat(secs))
+
+# ----------------------------------------------------------------------------- stages (`nndiff stage1`, `features`,
+# `finetune`, `merge`, `oracle`)
+
+
+def pmodel_arch(generic: Generic, name: str | None = None) -> PModelArch:
+    """The p-Model arch: `name` when given (e.g. a LoRA variant of the generic's arch), else the generic's."""
+    from benchmarks.pmodels import get_arch
+    arch = get_arch(name) if name else generic.arch
+    if arch.base != generic.arch.name:
+        raise ValueError(f"p-Model arch {arch.name!r} starts from a {arch.base!r} generic model, got {generic.arch.name!r}")
+    return arch
+
+
+def load_features(path, split: str) -> Tensor | None:
+    """The `split` ("train" or "test") of a file of `nndiff features`; None without a file (a full-network arch)."""
+    return artifacts.load_torch(path, what="backbone features from `nndiff features`", keys=("train", "test"))[split] \
+        if path else None
+
+
+def run_stage1(images_path, arch_name: str, cfg: Stage1Config, *, seed: int, device: torch.device, out) -> Generic:
+    """`nndiff stage1`: train the generic model, score it on the test split, save it with its timing sidecar."""
+    from benchmarks.datasets import ImageData
+    from benchmarks.pmodels import get_arch
+    data, arch = ImageData.load(images_path), get_arch(arch_name)
+    feats = None if arch.train_backbone_in_stage1 else backbone_features(arch, data.train_x, device)
+    start = time.perf_counter()
+    generic = train_generic(arch, data, cfg, seed=seed, device=device, features=feats)
+    seconds = time.perf_counter() - start
+    model = generic.module().to(device)
+    test = data.test_x if arch.train_backbone_in_stage1 else backbone_features(arch, data.test_x, device)
+    logits = predict(model if arch.train_backbone_in_stage1 else model.fc, test)
+    generic.meta["test_top1"] = 100.0 * (logits.argmax(1) == data.test_y).float().mean().item()
+    artifacts.write_timing(out, seconds=seconds)
+    generic.save(out)
+    log.info("generic %s: train acc %.2f%%, test top-1 over %d classes %.2f%% (%.0fs) -> %s", arch.name,
+             100 * generic.meta["train_acc"], len(data.classes), generic.meta["test_top1"], seconds, out)
+    return generic
+
+
+def write_features(images_path, generic_path, *, device: torch.device, out) -> dict[str, Tensor]:
+    """`nndiff features`: the frozen backbone features of the train and test images, for a head-only arch."""
+    from benchmarks.datasets import ImageData
+    data, generic = ImageData.load(images_path), Generic.load(generic_path)
+    feats = {"train": backbone_features(generic.arch, data.train_x, device, generic),
+             "test": backbone_features(generic.arch, data.test_x, device, generic)}
+    artifacts.save_torch(feats, out)
+    log.info("features %s: train %s, test %s -> %s", generic.arch.name, tuple(feats["train"].shape),
+             tuple(feats["test"].shape), out)
+    return feats
+
+
+def run_finetune(images_path, generic_path, tasks_path, cfg: FinetuneConfig, *, split: str, shard: int, n_shards: int,
+                 seed: int, device: torch.device, out, features_path=None, arch_name: str | None = None) -> dict:
+    """`nndiff finetune`: one shard (every `n_shards`-th task from `shard`) of a split into p-Models. Finished
+    p-Models wait in `<out>.parts` until the shard is whole, so a killed run resumes where it stopped."""
+    import shutil
+
+    from benchmarks.datasets import ImageData
+    from benchmarks.tasks import get_split, load_tasks
+    data, generic = ImageData.load(images_path), Generic.load(generic_path)
+    tasks = get_split(load_tasks(tasks_path), split)[shard::n_shards]
+    parts = Path(str(out) + ".parts")
+    start = time.time()
+    record = finetune_tasks(generic, data, tasks, cfg, seed=seed, device=device, parts_dir=parts,
+                            features=load_features(features_path, "train"), arch=pmodel_arch(generic, arch_name))
+    save_zoo(record, out)  # seconds per p-Model go to <out>.timing.json
+    shutil.rmtree(parts, ignore_errors=True)
+    n = len(tasks)
+    log.info("fine-tuned %d p-Models in %.1fs (%.1f per minute); mean train acc %.2f%% -> %s", n,
+             time.time() - start, 60 * n / max(time.time() - start, 1e-9),
+             100 * record["train_acc"].mean().item() if n else float("nan"), out)
+    return record
+
+
+def merge_shards(paths: list, out) -> dict:
+    """`nndiff merge`: the shards of `nndiff finetune`, concatenated in order, as one zoo file."""
+    merged = merge_zoo([load_zoo(p) for p in paths])
+    save_zoo(merged, out)
+    log.info("merged %d shards: %d p-Models -> %s", len(paths), len(merged["task_ids"]), out)
+    return merged
+
+
+def write_oracle(finetuned, tasks_path, split: str, out) -> None:
+    """`nndiff oracle`: the fine-tuned p-Models of a split as vectors for the evaluation engine (the upper bound),
+    with their mean fine-tuning seconds as the timing sidecar."""
+    from benchmarks.tasks import get_split, load_tasks
+    rec = load_zoo(finetuned)
+    wanted = [t["id"] for t in get_split(load_tasks(tasks_path), split)]
+    pos = {t: i for i, t in enumerate(rec["task_ids"])}
+    missing = [t for t in wanted if t not in pos]
+    if missing:
+        raise ValueError(f"{len(missing)} task(s) of split {split!r} were not fine-tuned, e.g. {missing[:3]}")
+    rows = [pos[t] for t in wanted]
+    if rec["seconds"] is not None:  # fine-tuning seconds per p-Model of these tasks, mean
+        artifacts.write_timing(out, seconds=float(rec["seconds"][rows].mean()) if rows else 0.0)
+    artifacts.save_torch({"method": "oracle", "split": split, "task_ids": wanted, "output_space": "task",
+                          "theta": rec["theta"][rows]}, out)

@@ -64,3 +64,46 @@ def test_seed_refits_pool_into_one_claim_with_their_spread(tmp_path):
     pooled = claims["tina beats classifier-selection-slice, over 3 fit seeds"]
     assert pooled.ours.startswith("+2.0") and pooled.verdict == "confirmed"
     assert "+1.0" in pooled.note and "+3.0" in pooled.note and "sd across seeds 1.00" in pooled.note
+
+
+def _headroom(tmp_path, rows):
+    """A reports/headroom.csv: (generic, epochs, lr, CS, head-room, seconds) per recipe."""
+    p = tmp_path / "headroom.csv"
+    pd.DataFrame([{"dataset": "miniimagenet", "arch": "cnn-5k", "generic": g, "epochs": e, "lr": lr, "CS": cs,
+                   "head-room": h, "s / p-Model": s} for g, e, lr, cs, h, s in rows]).to_csv(p, index=False)
+    return str(p)
+
+
+SWEEP = [("cosine", 20, 3e-3, 50.0, 9.0, 1.0),      # a weak generic with a large head-room: never the one read
+         ("wsd", 5, 1e-3, 53.0, 0.5, 5.0), ("wsd", 20, 3e-3, 53.0, 1.5, 18.0), ("wsd", 10, 3e-3, 53.0, 1.1, 9.0)]
+
+
+def _equal_accuracy(tmp_path, delta):
+    paths = _results(tmp_path, {"classifier-selection-slice": BASE, "tina": shifted(delta)})
+    claims = build(paths, headroom=_headroom(tmp_path, SWEEP))
+    return next(c for c in claims if c.claim.startswith("At equal accuracy"))
+
+
+def test_equal_accuracy_picks_the_cheapest_recipe_of_the_strongest_generic(tmp_path):
+    claim = _equal_accuracy(tmp_path, 1.0)  # reached by wsd 10 ep (+1.1, 9 s), not by 5 ep (+0.5)
+    assert "9.0 s a p-Model (10 epochs" in claim.ours and claim.verdict == "not shown at this scale"
+    assert "cosine" not in claim.baseline and "wsd" in claim.baseline
+
+
+def test_equal_accuracy_a_gain_at_or_below_zero_is_reached_by_classifier_selection(tmp_path):
+    claim = _equal_accuracy(tmp_path, -0.2)
+    assert claim.verdict == "refuted" and "0 s of fine-tuning" in claim.ours
+
+
+def test_equal_accuracy_beyond_every_recipe_confirms(tmp_path):
+    assert _equal_accuracy(tmp_path, 3.0).verdict == "confirmed"
+
+
+def test_equal_accuracy_sets_the_recipe_against_the_seconds_to_generate(tmp_path):
+    paths = _results(tmp_path, {"classifier-selection-slice": BASE, "tina": shifted(1.0)})
+    eff = tmp_path / "efficiency-miniimagenet-cnn-5k.csv"
+    pd.DataFrame({"method": ["fine-tune", "tina"], "mode": ["single", "single"],
+                  "seconds per model": [18.0, 0.5]}).to_csv(eff, index=False)
+    claims = build(paths, efficiency=[str(eff)], headroom=_headroom(tmp_path, SWEEP))
+    claim = next(c for c in claims if c.claim.startswith("At equal accuracy"))
+    assert claim.verdict == "confirmed" and "0.50 s" in claim.ours  # 0.5 s to generate vs 9 s of fine-tuning

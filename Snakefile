@@ -15,15 +15,24 @@ include: "benchmarks/rules/zoo.smk"
 include: "benchmarks/rules/methods.smk"
 include: "benchmarks/rules/report.smk"
 include: "benchmarks/rules/paper.smk"
+include: "benchmarks/rules/scaling.smk"
+include: "benchmarks/rules/figures.smk"
 include: "benchmarks/rules/novelty.smk"
+include: "benchmarks/rules/memorization.smk"
 include: "benchmarks/rules/headroom.smk"
 include: "benchmarks/rules/claims.smk"
+include: "benchmarks/rules/clip.smk"
 include: "benchmarks/rules/publish.smk"
 
 
 if "glue" in config:
 
     include: "benchmarks/rules/glue.smk"
+
+
+if "unseen" in config:
+
+    include: "benchmarks/rules/unseen.smk"  # Table 3: unseen classes
 
 
 # Every report of the profile, written under its own folder (REPORTS: cpu reports/, others reports/<profile>/)
@@ -38,6 +47,8 @@ REPORT_TARGETS = [
     *expand(f"{REPORTS}efficiency-{{dataset}}-{{arch}}.md", dataset=DATASETS, arch=ARCHS),
     *[f"{REPORTS}{wf.ablation_report(config, name)}.md" for name in ABLATIONS],  # tables 6, 7: `report:`
     *([f"{REPORTS}fig6b.md", *(f"{REPORTS}figures/fig6b.{ext}" for ext in ("png", "svg", "csv"))] if FIG6B else []),
+    *SCALING_TARGETS,  # Tina Fig. 4a, 4b, 5 where the config asks for them (`report.fig4a` ...)
+    *FIGURE_REPORTS,  # `report.figures`: training-curve, samplers, fig6c (benchmarks/rules/figures.smk)
     *[
         diagnosis
         for m in ("tina", "cond-pdiff")
@@ -50,6 +61,9 @@ REPORT_TARGETS = [
         for a in ARCHS
         if "cond-pdiff" in METHODS and runs_on("cond-pdiff", a)
     ],
+    *TABLE5_REPORTS,  # Tina Table 5 (memorization), with `report.table5`
+    *(UNSEEN_REPORTS if "unseen" in config else []),  # table3.md and its figure
+    *CLIP_REPORTS,  # `clip:` Table 2 (ViT-B/32 head) and Fig. 6a (image prompts), benchmarks/rules/clip.smk
     *NOVELTY_REPORTS,  # the generators (tina, cond-pdiff, hypernet) present in the config, with their figures
     *[r.replace(f"{REPORTS}novelty-", f"{REPORTS}figures/novelty-")[: -len(".md")] + ext for r in NOVELTY_REPORTS for ext in (".png", ".svg")],
 ]

@@ -162,17 +162,79 @@ def find_clip_weights(model: str, pretrained: str, weights: str | os.PathLike | 
     )
 
 
+# The CLIP experiments' weight file (Table 2, Fig. 6a): OpenAI's own ViT-B/32 checkpoint, under the data root.
+CLIP_MODEL = "ViT-B-32"
+CLIP_WEIGHTS_FILE = "clip/ViT-B-32.pt"  # relative to data_root (config `clip.weights` overrides)
+RANDOM = "random"  # weights setting for plumbing tests only: random init, features without meaning
+# A tiny open_clip model (2-layer towers, 32x32 input, 512-d features like ViT-B/32) that the smoke profile and
+# the tests use with random weights, so the CLIP path runs in seconds on a CPU; never with real weights.
+TINY_CLIP = "nndiff-tiny-random"
+TINY_CLIP_CONFIG = Path(__file__).resolve().parent / "clip_models" / f"{TINY_CLIP}.json"
+
+
+def clip_defaults() -> tuple[str, str | None]:
+    """(model, weights) of a ClipEncoder built without arguments: `$NNDIFF_CLIP_MODEL` (default ViT-B-32) and
+    `$NNDIFF_CLIP_WEIGHTS` (a checkpoint file or folder, `random`, or unset: the usual lookup). The workflow
+    sets both from the config's `clip:` section, so every job (features, text and image prompts) agrees."""
+    return os.environ.get("NNDIFF_CLIP_MODEL") or CLIP_MODEL, os.environ.get("NNDIFF_CLIP_WEIGHTS") or None
+
+
+def clip_weights_help(path: str | os.PathLike) -> str:
+    """One line: which file to put where, and where to get it."""
+    import open_clip
+
+    url = open_clip.get_pretrained_cfg(CLIP_MODEL, "openai").get("url", "")
+    return (f"CLIP weights missing: put OpenAI's CLIP ViT-B/32 checkpoint ViT-B-32.pt at {path} (download it "
+            f"on a machine with internet from {url}; or set config `clip.weights` / $NNDIFF_CLIP_WEIGHTS to "
+            "where it is)")
+
+
+def check_clip_weights(weights: str | os.PathLike) -> str:
+    """`random`, or the checkpoint file `weights` if it exists; else FileNotFoundError with `clip_weights_help`."""
+    if str(weights) == RANDOM:
+        return RANDOM
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        found = next((path / n for n in ("ViT-B-32.pt", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+                      if (path / n).is_file()), None)
+        if found is None:
+            raise FileNotFoundError(clip_weights_help(path / "ViT-B-32.pt"))
+        return str(found)
+    if not path.is_file():
+        raise FileNotFoundError(clip_weights_help(path))
+    return str(path)
+
+
+def _open_clip_model(model: str) -> None:
+    """Register the tiny stand-in with open_clip (its public `add_model_config`) before it is built."""
+    import open_clip
+
+    if model == TINY_CLIP and TINY_CLIP not in open_clip.list_models():
+        open_clip.add_model_config(TINY_CLIP_CONFIG)
+
+
 class ClipEncoder(Encoder):
     """open_clip CLIP (default ViT-B-32 `openai`, as in Tina); loads local weights only.
 
-    `pretrained=None` builds the real architecture and tokenizer with random weights (seeded by `seed`, so
-    two instances agree): for plumbing tests only, its features carry no meaning.
+    `pretrained=None` (or `weights="random"`) builds the real architecture and tokenizer with random weights
+    (seeded by `seed`, so two instances agree): for plumbing tests only, its features carry no meaning.
+    Without `model` / `weights`, `clip_defaults()` reads them from the environment (the workflow's `clip:`).
     """
 
-    def __init__(self, model: str = "ViT-B-32", pretrained: str | None = "openai", *,
+    def __init__(self, model: str | None = None, pretrained: str | None = "openai", *,
                  weights: str | os.PathLike | None = None, seed: int = 0, device: str | None = None):
         import open_clip
 
+        env_model, env_weights = clip_defaults()
+        model = model or env_model
+        if weights is None and str(env_weights) == RANDOM:
+            weights = RANDOM
+        if str(weights) == RANDOM:
+            pretrained, weights = None, None
+        if model == TINY_CLIP and pretrained is not None:
+            raise ValueError(f"CLIP model {TINY_CLIP!r} is a tiny stand-in for tests: random weights only "
+                             f"(weights='random'); real weights need model {CLIP_MODEL!r}")
+        _open_clip_model(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if pretrained is None:
             self.name = f"clip:{model}:random-seed{seed}"

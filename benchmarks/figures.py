@@ -182,4 +182,22 @@ def fig6b(results: list[str], out, *, config: str | None = None, method: str | N
     return table
 
 
-FIGURES = {"fig6b": fig6b}
+from benchmarks import paper_figures  # noqa: E402  (imports this module's helpers lazily: no cycle)
+
+FIGURES = {"table5": lambda results, out, **kw: __import__("benchmarks.memorization", fromlist=["table5"]).table5(
+               results, out, **kw),  # Tina Table 5 (benchmarks/memorization.py), imported on use (torch)
+           "fig6b": fig6b,
+           # Tina Table 2 (CLIP ViT-B/32 head) and Fig. 6a (image prompts): benchmarks/clip_experiments.py, on use
+           "table2": lambda results, out, **kw: __import__("benchmarks.clip_experiments", fromlist=["table2"]).table2(
+               results, out, **kw),
+           "fig6a": lambda results, out, **kw: __import__("benchmarks.clip_experiments", fromlist=["fig6a"]).fig6a(
+               results, out, **kw),
+           # Tina Fig. 4a, 5, 4b: scaling the denoiser, the training p-Models, parameter inheritance (benchmarks/scaling.py)
+           "fig4a": lambda results, out, **kw: __import__("benchmarks.scaling", fromlist=["fig4a"]).fig4a(results, out, **kw),
+           "fig5": lambda results, out, **kw: __import__("benchmarks.scaling", fromlist=["fig5"]).fig5(results, out, **kw),
+           "fig4b": lambda results, out, **kw: __import__("benchmarks.scaling", fromlist=["fig4b"]).fig4b(results, out, **kw),
+           "table3": lambda results, out, **kw: __import__("benchmarks.unseen", fromlist=["table3"]).table3(
+               results, out, **kw),  # Tina Table 3: unseen classes (benchmarks/unseen.py)
+           "training-curve": paper_figures.training_curve,  # Tina's training loss vs step (fit states)
+           "samplers": paper_figures.samplers,  # p-Acc vs sampling steps and seconds per p-Model, per sampler
+           "fig6c": paper_figures.fig6c}  # Tina Fig. 6c: description prompts vs class names, ID and OOD

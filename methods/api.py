@@ -9,12 +9,14 @@ method side reaches into the harness (`benchmarks`); `tests/test_layering.py` ke
   `task_data` / `AUGMENTATIONS` (the zoo's training loop), text helpers (`class_prompt`, `describe`,
   `load_descriptions`, `class_texts` / `TEXT_KINDS` / `snap_to_known`, `ENCODERS`, `class_embeddings`,
   `centred_zoo_embeddings`), `warmup_cosine`,
-  `config_hash`, `load_generated`, data parallelism (`World`, `init_world`);
+  `config_hash`, `load_generated`, `first_of_zoo` (a zoo-size option), data parallelism (`World`, `init_world`);
+- image prompts: `class_exemplars` (seeded train images per class), `exemplar_embeddings` (their CLIP features);
 - best-of selection on train images: `select_best` (through `Bench.score_on_train`);
 - capabilities the harness looks for with `isinstance`: `Candidates`, `Reconstructs`, `Promptable`.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -38,8 +40,10 @@ __all__ = [
     "Generic", "Layout", "PModelArch",
     # helpers
     "AUGMENTATIONS", "ENCODERS", "TEXT_KINDS", "World", "augment", "centred_zoo_embeddings", "class_embeddings",
-    "class_prompt", "class_texts", "config_hash", "derive_seed", "describe", "fit_model", "init_world",
+    "class_prompt", "class_texts", "config_hash", "derive_seed", "describe", "first_of_zoo", "fit_model", "init_world",
     "load_descriptions", "load_generated", "pmodel_logits", "snap_to_known", "task_data", "to_float", "warmup_cosine",
+    # image prompts
+    "class_exemplars", "exemplar_embeddings",
     # selection and capabilities
     "Candidates", "Promptable", "Reconstructs", "Selection", "TIE_BREAKS", "select_best",
 ]
@@ -82,6 +86,47 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+
+
+def first_of_zoo(zoo, n: int | None, method: str = "method"):
+    """The first `n` p-Models of a zoo (None: all of it), as a zoo of the same type: a zoo-size option (Tina
+    Fig. 5). Deterministic: the zoo's own order (its task ids), so the same `n` fits on the same p-Models and a
+    larger `n` on a superset. More than the zoo holds fails naming both sizes."""
+    if n is None:
+        return zoo
+    if n > len(zoo):
+        raise ValueError(f"{method}: zoo_size {n} exceeds the zoo's {len(zoo)} p-Models")
+    return dataclasses.replace(zoo, task_ids=list(zoo.task_ids[:n]), classes=list(zoo.classes[:n]),
+                               theta=zoo.theta[:n], train_acc=zoo.train_acc[:n])
+
+
+# ----------------------------------------------------------------------------- image prompts (Tina Fig. 4c, 6a)
+
+
+def class_exemplars(train_y: Tensor, class_names: list[str], names: list[str], shots: int, seed: int) -> Tensor:
+    """Indices [len(names), shots] of TRAIN images: `shots` distinct images of each named class, drawn with
+    `derive_seed(seed, "exemplars", name)`, so a class has the same exemplars in every task and for the same seed.
+    A name that is no dataset class, or has fewer than `shots` train images, fails naming it."""
+    index = {c: i for i, c in enumerate(class_names)}
+    out = []
+    for name in names:
+        if name not in index:
+            raise ValueError(f"image prompts need train images of each class; {name!r} is not a dataset class")
+        pool = (train_y == index[name]).nonzero().flatten()  # [n_c], in dataset order
+        if len(pool) < shots:
+            raise ValueError(f"class {name!r} has {len(pool)} train images, fewer than the {shots} exemplars asked for")
+        g = torch.Generator().manual_seed(derive_seed(seed, "exemplars", name))
+        out.append(pool[torch.randperm(len(pool), generator=g)[:shots]])
+    return torch.stack(out) if out else torch.zeros(0, shots, dtype=torch.long)
+
+
+def exemplar_embeddings(encoder, train_x: Tensor, train_y: Tensor, class_names: list[str], names: list[str],
+                        shots: int = 1, seed: int = 0) -> Tensor:
+    """Image prompts: raw `encoder.encode_image` features [len(names), D] of each class's `class_exemplars`
+    (uint8 train images), averaged over the shots. Needs an image encoder (clip)."""
+    idx = class_exemplars(train_y, class_names, names, shots, seed)  # [n, shots]
+    z = encoder.encode_image(train_x[idx.flatten()]).float()  # [n shots, D]
+    return z.view(len(names), shots, -1).mean(1)
 
 
 def load_generated(path: str | os.PathLike) -> dict:

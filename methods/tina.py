@@ -35,8 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from methods.base import exemplar_embeddings
 from methods.base import (ENCODERS, TEXT_KINDS, Bench, Layout, Method, Tasks, World, class_prompt, class_texts,
-                          derive_seed, init_world, option, select_best, snap_to_known, warmup_cosine)
+                          derive_seed, first_of_zoo, init_world, option, select_best, snap_to_known, warmup_cosine)
 from methods.diffusion import SAMPLERS, DiffusionConfig, make_scheduler, noised, sample
 from methods.tina_net import HEAD_TOKENS, TinaNet, TinaNetConfig
 
@@ -46,6 +47,7 @@ PAD_TEXT = "<->"  # the padding class of classification-sequence padding (paper 
 NORMALIZATIONS = ("zscore-per-coordinate", "per-layer", "none")
 LOSSES = ("plain", "blocks")
 TEXTS = TEXT_KINDS  # names, descriptions (A.2, Table 7), rewordings (beyond the paper; benchmarks/prompts.py)
+PROMPTS = ("text", "image")  # a class as its text, or as CLIP image features of its train exemplars (Fig. 4c, 6a)
 GENERATE_BATCH = 512  # p-Models denoised together in one sampling batch
 STD_FLOOR = 1e-8  # a coordinate constant across the zoo normalizes to 0 and is generated as its mean
 
@@ -151,6 +153,46 @@ def param_groups(net: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for n, p in named if not decayed(n, p)], "weight_decay": 0.0}]
 
 
+def inherit_weights(net: torch.nn.Module, source: str | Path) -> dict[str, int]:
+    """Parameter inheritance (Tina 2.2, Fig. 4b): copy into `net` every tensor of another fit's denoiser (its
+    EMA weights) whose name and shape match; the rest keep their fresh initialization. `source` is a tina
+    state.pt or the workdir holding one. Returns {"copied": n, "kept": m}."""
+    path = Path(source)
+    path = path if path.suffix == ".pt" else path / "state.pt"  # a workdir (the workflow passes the fit's state folder)
+    if not path.exists():
+        raise FileNotFoundError(f"tina init_from: no fitted state at {path}; fit the source first")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    weights = state.get("ema") or state.get("model") if isinstance(state, dict) else None
+    if not weights:
+        raise ValueError(f"tina init_from: {path} holds no denoiser weights (not a tina state)")
+    own = net.state_dict()
+    same = {k: v for k, v in weights.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not same:
+        raise ValueError(f"tina init_from: {path} shares no tensor of the same name and shape with this denoiser")
+    net.load_state_dict({**own, **same})
+    log.info("tina: inherited %d of %d denoiser tensors from %s", len(same), len(own), path)
+    return {"copied": len(same), "kept": len(own) - len(same)}
+
+
+def snapshot_path(workdir: str | Path, step: int) -> Path:
+    return Path(workdir) / f"snapshot-{step}.pt"
+
+
+def save_snapshot(workdir: str | Path, step: int, ema: torch.nn.Module) -> None:
+    """The EMA denoiser after `step` training steps (`snapshot_steps`), for p-Acc vs training steps."""
+    path = snapshot_path(workdir, step)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"step": step, "ema": ema.state_dict()}, tmp)
+    tmp.replace(path)  # atomic: a killed fit leaves no half-written snapshot
+
+
+def load_snapshot(workdir: str | Path, step: int) -> dict:
+    path = snapshot_path(workdir, step)
+    if not path.exists():
+        raise FileNotFoundError(f"tina at_step={step}: no snapshot at {path}; fit with snapshot_steps including {step}")
+    return torch.load(path, map_location="cpu", weights_only=False)["ema"]
+
+
 # ----------------------------------------------------------------------------- the method
 
 
@@ -199,6 +241,16 @@ class Tina(Method):
         # map each prompt text to the nearest class name of the zoo (cosine of the text embeddings), then generate
         # for those names: the baseline a name-conditioned generator needs against rewordings (Table 7 extension)
         snap_to_known: bool = option(False, generate=True)
+        # image prompts (needs encoder clip): "image" conditions on each class's CLIP image embedding of
+        # `image_shots` seeded TRAIN exemplars (mean over shots) instead of its text. `prompt`: the training
+        # condition (Fig. 4c: image-prompted training); `generate_prompt`: at generate time, None = as trained
+        # (Fig. 6a: a text-trained Tina prompted with images, zero-shot)
+        prompt: str = option("text", choices=PROMPTS)
+        generate_prompt: str | None = option(None, choices=PROMPTS, generate=True)
+        image_shots: int = option(1, min=1, generate=True)
+        # text-trained, image-prompted (with centre_text): map the image embeddings to the text ones' mean and RMS
+        # over the zoo's classes (CLIP's modality gap); False feeds them raw, as the paper does
+        image_align: bool = option(True, generate=True)
         classifier_aug: bool = True  # permute prompt classes and head rows together per sample (paper 2.2.3)
         permutation_aug: bool = False  # G.pt's neuron permutation (CNNs only); the paper says it hurts (Table 6)
         padding: bool = False  # train with 1..K classes, the rest '<->' + zero rows (paper 2.2.3, Fig. 6b)
@@ -224,6 +276,13 @@ class Tina(Method):
         seed: int | None = None  # None: the benchmark's seed
         # samples per task; > 1 keeps the one most accurate on the task's train images
         n_samples: int = option(1, min=1, generate=True)
+        # -- scaling studies (Tina Fig. 4b, 5): fit on the first N zoo p-Models (None: all); start the denoiser
+        # from another fit's state (a state.pt or its workdir), copying every shape-compatible tensor (parameter
+        # inheritance); keep the EMA weights at these steps and generate with them (`at_step`; None: the end)
+        zoo_size: int | None = option(None, min=1)
+        init_from: str | None = None
+        snapshot_steps: tuple[int, ...] = option((), generate=True)  # bookkeeping: the trajectory is the same
+        at_step: int | None = option(None, min=1, generate=True)
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -245,6 +304,14 @@ class Tina(Method):
     def seed(self) -> int:
         return self.config.seed if self.config.seed is not None else self.bench.seed
 
+    def _changed_options(self, saved: dict | None, options: dict) -> list[str]:
+        """The fit options that differ from a saved state's or checkpoint's. An option the saved dict lacks (one
+        added to Config after it was written) counts at its default, so a new option does not void old fits."""
+        if saved is None:
+            return sorted(options)
+        defaults = {f.name: f.default for f in dataclasses.fields(self.Config)}
+        return sorted(k for k in options if saved.get(k, defaults.get(k)) != options[k])
+
     def _fit_options(self) -> dict:
         free = self.generate_options()  # sampling and bookkeeping: may differ between fit and generate
         return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in free}
@@ -259,7 +326,7 @@ class Tina(Method):
 
     def _training_data(self, bench: Bench) -> dict:
         """The zoo as (body, rows) and its class texts as centred, unit-RMS embeddings."""
-        layout, zoo = bench.layout, bench.zoo
+        layout, zoo = bench.layout, first_of_zoo(bench.zoo, self.config.zoo_size, "tina")
         if len(zoo) == 0:
             raise ValueError("tina needs a non-empty zoo of p-Models to learn from")
         if zoo.theta.shape[1] != layout.n_params:
@@ -272,7 +339,12 @@ class Tina(Method):
         encoder = self.text_encoder()
         texts = prompt_texts(zoo.classes, self.config.text, bench.dataset, self.config.descriptions)
         unique = list(dict.fromkeys(t for ts in texts for t in ts))
-        z = encoder.encode_text(unique).float()  # [n_unique, D]
+        if self.config.prompt == "image":  # Fig. 4c: each class as its exemplar images, keyed by class name
+            texts = [list(cs) for cs in zoo.classes]
+            unique = list(dict.fromkeys(t for ts in texts for t in ts))
+            z = self.image_embeddings(encoder, unique)  # [n_unique, D]
+        else:
+            z = encoder.encode_text(unique).float()  # [n_unique, D]
         centre = z.mean(0) if self.config.centre_text else torch.zeros(z.shape[1])
         scale = (z - centre).pow(2).mean().sqrt().item()
         scale = scale if scale > 1e-6 else 1.0  # one class only: nothing to scale by
@@ -360,7 +432,7 @@ class Tina(Method):
         options = self._fit_options()
         if self.has_state():
             done = self.load_state()
-            if done.get("fit_options") == options and done.get("step") == total:
+            if not self._changed_options(done.get("fit_options"), options) and done.get("step") == total:
                 log.info("tina: already fitted (%d steps) in %s", total, self.workdir)
                 return
 
@@ -369,13 +441,15 @@ class Tina(Method):
             world.share(c.batch_size)  # fails early when the batch does not split evenly
         torch.manual_seed(self.seed)
         net = TinaNet(self._net_config(data["text_dim"], data["max_classes"]), bench.layout).to(device)
+        if c.init_from:  # parameter inheritance (Fig. 4b); a resumed checkpoint below overrides it
+            inherit_weights(net, c.init_from)
         ema = copy.deepcopy(net).requires_grad_(False)
         opt = torch.optim.AdamW(param_groups(net, c.weight_decay), lr=c.lr, betas=(0.9, 0.999))
         start, losses, window, seconds = 0, [], [], 0.0
         ckpt = self.load_checkpoint()
         if ckpt is not None:
-            if ckpt["fit_options"] != options or ckpt["total"] != total:
-                changed = sorted(k for k in options if ckpt["fit_options"].get(k) != options[k])
+            changed = self._changed_options(ckpt["fit_options"], options)
+            if changed or ckpt["total"] != total:
                 raise ValueError(f"{self.checkpoint_path} was trained with other options ({changed or 'steps'}); "
                                  "resume with the same options or use a fresh workdir")
             net.load_state_dict(ckpt["model"])
@@ -403,6 +477,8 @@ class Tina(Method):
                 for pe, p in zip(ema.parameters(), net.parameters()):
                     pe.lerp_(p, 1.0 - ema_decay)
             done = step + 1
+            if done in c.snapshot_steps and done < total and world.main:
+                save_snapshot(self.workdir, done, ema)
             if done % c.log_every == 0 or done == total:
                 losses.append(sum(window) / len(window))
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -449,6 +525,8 @@ class Tina(Method):
                                  "fit tina for this arch first")
             net = TinaNet(TinaNetConfig(**state["net_config"]), layout).to(self.bench.device)
             net.load_state_dict(state["ema" if self.config.use_ema else "model"])
+            if self.config.at_step not in (None, state["step"]):  # an EMA snapshot on the way (Fig. 4b)
+                net.load_state_dict(load_snapshot(self.workdir, self.config.at_step))
             self._loaded = (state, net.eval())
         return self._loaded
 
@@ -465,6 +543,27 @@ class Tina(Method):
         """Class texts -> raw embeddings [n_tasks, K, D] with the encoder the state was fitted with."""
         flat = self.prompt_encoder().encode_text([t for ts in texts for t in ts]).float()
         return flat.view(len(texts), len(texts[0]), -1)
+
+    def image_embeddings(self, encoder, names: list[str]) -> Tensor:
+        """Raw CLIP image embeddings [len(names), D] of each class's `image_shots` seeded train exemplars."""
+        b = self.bench
+        return exemplar_embeddings(encoder, b.train_x, b.train_y, b.class_names, names, self.config.image_shots,
+                                   self.seed)
+
+    def encode_image_prompts(self, classes: list[list[str]], state: dict) -> Tensor:
+        """Image prompts [n_tasks, K, D]: each class's exemplar embedding (`image_embeddings`). A text-trained
+        state with `image_align` gets them moved to the text embeddings' mean and RMS over the zoo's classes."""
+        encoder = self.prompt_encoder()
+        names = list(dict.fromkeys(n for cs in classes for n in cs))
+        z = self.image_embeddings(encoder, names)  # [n_names, D]
+        fitted = state["config"]
+        if fitted.get("prompt", "text") == "text" and self.config.image_align and fitted.get("centre_text", True):
+            zoo = self.image_embeddings(encoder, sorted({n for cs in self.bench.zoo.classes for n in cs}))
+            centre = zoo.mean(0)
+            scale = (zoo - centre).pow(2).mean().sqrt().clamp_min(1e-6)
+            z = (z - centre) / scale * state["text_scale"] + state["text_centre"]
+        index = {n: i for i, n in enumerate(names)}
+        return z[torch.tensor([[index[n] for n in cs] for cs in classes])]
 
     @classmethod
     def fitted_bench(cls, workdir) -> dict:
@@ -498,7 +597,13 @@ class Tina(Method):
         texts = prompt_texts(tasks.classes, self.config.generate_text or state["config"]["text"], state["dataset"], source)
         if self.config.snap_to_known:
             texts = self._snap_to_known(texts, tasks.classes, state, source)
-        emb = self.encode_prompts(texts) if len(tasks) else torch.zeros(0, k, state["text_centre"].numel())
+        if (self.config.generate_prompt or state["config"].get("prompt", "text")) == "image":
+            if self.config.snap_to_known:
+                raise ValueError("tina: snap_to_known maps texts; it does not apply to image prompts")
+            emb = self.encode_image_prompts(tasks.classes, state) if len(tasks) else \
+                torch.zeros(0, k, state["text_centre"].numel())
+        else:
+            emb = self.encode_prompts(texts) if len(tasks) else torch.zeros(0, k, state["text_centre"].numel())
         return self.generate_from_embeddings(emb, tasks.ids, texts, classes=tasks.classes)
 
     def _snap_to_known(self, texts: list[list[str]], classes: list[list[str]], state: dict,

@@ -361,3 +361,18 @@ def test_clear_errors(bench, padded, tiny):
     with pytest.raises(ValueError, match="descriptions"):  # the synthetic dataset ships no class descriptions
         Tina(dict(options, generate_text="descriptions")).setup(bench, workdir).generate(
             Tasks(["t"], [bench.class_names[:4]]))
+
+
+def test_a_new_option_at_its_default_does_not_void_an_older_fit(bench, tmp_path, monkeypatch):
+    """A state written before an option existed (its fit_options lack the key) is still this fit; the same
+    state is another fit once the option is set away from its default."""
+    options = dict(SMALL, width=16, depth=1, steps=2)
+    tina = Tina(options).setup(bench, tmp_path)
+    tina.fit(bench, tmp_path)
+    state = tina.load_state()
+    state["fit_options"].pop("input_norm")  # as written before `input_norm` was added
+    tina.save_state(**state)
+    monkeypatch.setattr(Tina, "_train_step", lambda *a, **k: pytest.fail("an up-to-date fit trained again"))
+    Tina(options).setup(bench, tmp_path).fit(bench, tmp_path)
+    assert Tina(dict(options, input_norm=False))._changed_options(state["fit_options"], dict(
+        Tina(dict(options, input_norm=False))._fit_options())) == ["input_norm"]

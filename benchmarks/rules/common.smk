@@ -33,7 +33,7 @@ TABLE1_VARIANTS = config.get("report", {}).get("table1_variants", [])
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
-    arch="|".join(ARCHS),
+    arch="|".join(dict.fromkeys([*ARCHS, *wf.scaling_archs(config), *wf.clip_archs(config)])),  # clip: clip.smk  # scaling archs: the scaling figures only (scaling.smk)
     method="|".join(EVALUATED),
     split=wf.SPLIT_PATTERN,  # the splits of tasks.py; "lora-id" is no split
     shard=r"\d+",
@@ -90,7 +90,8 @@ def base_label(label):
 def method_options(wildcards):
     """(registry name, options JSON): a variant's (or ablation row's) options override its base label's."""
     name, options = wf.method_options(config, wildcards.method)
-    return name, json.dumps(options)
+    # `init_from: <dataset>:<label>` (parameter inheritance) becomes that fit's state folder on this arch
+    return name, json.dumps(wf.resolve_init_from(config, wildcards.method, wildcards.arch, options))
 
 
 def method_name(wildcards):
@@ -109,12 +110,18 @@ def method_fit(wildcards):
     return f"data/{wildcards.dataset}/{wildcards.arch}/methods/{fitted_label(wildcards)}/fit.json"
 
 
+def method_zoo(wildcards):
+    """The p-Models a label fits on: the zoo, or the unseen-class zoo (half A only) for a `<label>~unseen`."""
+    return f"data/{wildcards.dataset}/{wildcards.arch}/finetuned/{wf.zoo_split(config, wildcards.method)}.pt"
+
+
 # Inputs, params and flags shared by the rules that load a method (fit, generate, diagnose_autoencoder).
 METHOD_INPUTS = {
     "images": "data/{dataset}/images.pt",
     "generic": generic_path,
-    "zoo": "data/{dataset}/{arch}/finetuned/zoo.pt",
+    "zoo": method_zoo,
     "features": features_input,
+    "inherit": lambda w: wf.init_from_input(config, w.method, w.arch),  # the fit an `init_from` label starts from
 }
 METHOD_PARAMS = {
     "device": DEVICE,
@@ -241,3 +248,13 @@ def claims_results(wildcards):
     return sorted(
         set(results(methods=[*METHODS, *VARIANTS, *ORACLE])) | {p for name in ABLATIONS for p in ablation_results(SimpleNamespace(name=name))}
     )
+
+
+def figure_outputs(name):
+    """A figure report's files: <reports>/<name>.md and <reports>/figures/<name>.{csv,png,svg}."""
+    return {
+        "md": f"{REPORTS}{name}.md",
+        "csv": f"{REPORTS}figures/{name}.csv",
+        "png": f"{REPORTS}figures/{name}.png",
+        "svg": f"{REPORTS}figures/{name}.svg",
+    }

@@ -163,7 +163,9 @@ def test_generate_options_of_the_shipped_methods():
     # the sets their fits ignore (Tina's fit_options, Cond P-Diff's checkpoint key): unchanged
     assert set(get_method("tina").generate_options()) == {"sampler", "sample_steps", "generate_text", "use_ema",
                                                           "n_samples", "checkpoint_every", "log_every",
-                                                          "descriptions", "snap_to_known"}  # Table 7's prompts
+                                                          "descriptions", "snap_to_known",  # Table 7's prompts
+                                                          "generate_prompt", "image_shots", "image_align",  # Fig. 6a
+                                                          "snapshot_steps", "at_step"}  # EMA snapshots (Fig. 4b)
     assert set(get_method("cond-pdiff").generate_options()) == {"sampler", "sample_steps", "n_candidates", "select",
                                                                 "select_shots", "generate_batch", "log_every",
                                                                 "checkpoint_every"}

@@ -166,7 +166,7 @@ def plot_fig6a(table: pd.DataFrame, chance: float, stem: Path, suptitle: str) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from benchmarks.figures import _save
+    from benchmarks.figures import save_figure
     labels, splits = list(dict.fromkeys(table["method"])), list(dict.fromkeys(table["split"]))
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(labels) * len(splits) / 2, 4))
     width = 0.8 / len(splits)
@@ -181,7 +181,7 @@ def plot_fig6a(table: pd.DataFrame, chance: float, stem: Path, suptitle: str) ->
     ax.legend(fontsize=8)
     fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def fig6a(results: list[str], out, *, config: str | None = None, text: str | None = None) -> pd.DataFrame:

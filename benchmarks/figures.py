@@ -24,7 +24,7 @@ from benchmarks.report import load_results, paired_baseline
 # ----------------------------------------------------------------------------- helpers
 
 
-def _save(fig, stem: Path) -> list[Path]:
+def save_figure(fig, stem: Path) -> list[Path]:
     """PNG and SVG beside each other; the SVG without a date, so the same numbers give the same bytes."""
     import matplotlib.pyplot as plt
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
@@ -132,7 +132,7 @@ def plot_fig6b(table: pd.DataFrame, method: str, baselines: list[str], stem: Pat
                ylabel="difference (points), 95% CI band", xticks=list(table["classes"]))
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def fig6b(results: list[str], out, *, config: str | None = None, method: str | None = None,

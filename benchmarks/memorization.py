@@ -322,13 +322,8 @@ def plot(long: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     ax.set(title="L2 distances", xlabel="L2 distance (dashed: zoo spacing, matched median)", ylabel="")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with artifacts.atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix[1:], dpi=110, metadata={"Date": None} if path.suffix == ".svg" else None)
-    plt.close(fig)
-    return paths
+    from benchmarks.figures import save_figure
+    return save_figure(fig, stem)
 
 # ----------------------------------------------------------------------------- inputs and the report
 

@@ -337,14 +337,8 @@ def plot(table: pd.DataFrame, out_stem: Path, title: str) -> list[Path]:
     ax.set(title="shared wrong predictions", xlabel="Jaccard of misclassified test images")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".svg")]
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with artifacts.atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix[1:], dpi=110,
-                        metadata={"Date": None} if path.suffix == ".svg" else None)
-    plt.close(fig)
-    return paths
+    from benchmarks.figures import save_figure
+    return save_figure(fig, out_stem)
 
 
 def write_report(table: pd.DataFrame, out, *, label: str, arch: PModelArch, split: str, dataset: str = "?",

@@ -90,7 +90,7 @@ def _pyplot():
 
 
 def _save(fig, stem: Path) -> list[Path]:
-    from benchmarks.figures import _save as save  # PNG + date-free SVG, atomically
+    from benchmarks.figures import save_figure as save  # PNG + date-free SVG, atomically
     return save(fig, stem)
 
 

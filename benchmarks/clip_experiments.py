@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from benchmarks import artifacts
+from benchmarks import artifacts, plotting
 from benchmarks import workflow as wf
 from benchmarks.evaluate import paired, summarize
 from benchmarks.report import load_results, paired_baseline
@@ -162,11 +162,7 @@ def fig6a_table(df: pd.DataFrame, text_label: str, cfg: dict) -> pd.DataFrame:
 
 def plot_fig6a(table: pd.DataFrame, chance: float, stem: Path, suptitle: str) -> list[Path]:
     """Bars: p-Acc per prompt and split with 95% CI whiskers; chance dashed."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from benchmarks.figures import save_figure
+    plt, sns = plotting.pyplot()
     labels, splits = list(dict.fromkeys(table["method"])), list(dict.fromkeys(table["split"]))
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(labels) * len(splits) / 2, 4))
     width = 0.8 / len(splits)
@@ -181,7 +177,7 @@ def plot_fig6a(table: pd.DataFrame, chance: float, stem: Path, suptitle: str) ->
     ax.legend(fontsize=8)
     fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
-    return save_figure(fig, stem)
+    return plotting.save_figure(fig, stem)
 
 
 def fig6a(results: list[str], out, *, config: str | None = None, text: str | None = None) -> pd.DataFrame:

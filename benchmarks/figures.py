@@ -17,23 +17,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from benchmarks import artifacts
+from benchmarks import artifacts, plotting
 from benchmarks.evaluate import paired, summarize
 from benchmarks.report import load_results, paired_baseline
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def save_figure(fig, stem: Path) -> list[Path]:
-    """PNG and SVG beside each other; the SVG without a date, so the same numbers give the same bytes."""
-    import matplotlib.pyplot as plt
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with artifacts.atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix[1:], dpi=110, metadata={"Date": None} if path.suffix == ".svg" else None)
-    plt.close(fig)
-    return paths
 
 
 def _footer(config: str | None) -> str:
@@ -101,10 +89,7 @@ def trend_sentence(df: pd.DataFrame, label: str) -> str:
 
 def plot_fig6b(table: pd.DataFrame, method: str, baselines: list[str], stem: Path, title: str) -> list[Path]:
     """Left: p-Acc vs classes with 95% bands and chance; right: the paired difference to the first baseline."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+    plt, sns = plotting.pyplot()
     labels = [method, *baselines]
     long = pd.concat([pd.DataFrame({"classes": table["classes"], "p-Acc": table[f"{m} mean"],
                                     "ci": table[f"{m} ci95"].fillna(0.0), "method": m}) for m in labels])
@@ -132,7 +117,7 @@ def plot_fig6b(table: pd.DataFrame, method: str, baselines: list[str], stem: Pat
                ylabel="difference (points), 95% CI band", xticks=list(table["classes"]))
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, stem)
+    return plotting.save_figure(fig, stem)
 
 
 def fig6b(results: list[str], out, *, config: str | None = None, method: str | None = None,

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks import artifacts
+from benchmarks import artifacts, plotting
 from benchmarks.config import FinetuneConfig
 from benchmarks.evaluate import evaluate, summarize
 from benchmarks.train import Generic, derive_seed, finetune_task
@@ -152,10 +152,7 @@ def choose(table: pd.DataFrame, dataset: str, arch: str, floor: float) -> tuple[
 def plot(table: pd.DataFrame, out_stem: Path) -> list[Path]:
     """Head-room (with its CI) against the recipe's cost in epochs, one panel per (dataset, arch); the
     generic's schedule by colour, the lr by marker (wall seconds depend on the machine's load: in the table)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+    plt, sns = plotting.pyplot()
     offset = {"cosine": -0.6, "constant": 0.0, "wsd": 0.6}  # side by side at the same epoch count
     t = table.assign(panel=table.dataset + " / " + table.arch, lr=[f"lr {lr:g}" for lr in table.lr],
                      x=[e + offset.get(g, 0) for e, g in zip(table.epochs, table.generic)])
@@ -170,12 +167,7 @@ def plot(table: pd.DataFrame, out_stem: Path) -> list[Path]:
                xticks=sorted(set(g.epochs)))
         ax.legend(fontsize=7)
     fig.tight_layout()
-    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".svg")]
-    for p in paths:
-        with artifacts.atomic_path(p) as tmp:
-            fig.savefig(tmp, format=p.suffix[1:], dpi=110, metadata={"Date": None} if p.suffix == ".svg" else None)
-    plt.close(fig)
-    return paths
+    return plotting.save_figure(fig, out_stem)
 
 
 def write_report(cells: list[dict], out, *, config: str | None = None, floor: float = 1.0) -> pd.DataFrame:

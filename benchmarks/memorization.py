@@ -43,7 +43,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from benchmarks import artifacts
+from benchmarks import artifacts, plotting
 from benchmarks import workflow as wf
 from benchmarks.evaluate import paired, summarize
 from benchmarks.novelty import Candidates, align_units, distances, nearest, unit_chain
@@ -294,10 +294,7 @@ def plot_long(per_task: pd.DataFrame, ref: pd.DataFrame, keys: Sequence[str]) ->
 
 def plot(long: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     """Three panels: p-Acc per p-Model (tasks as dots, mean ± 95% t-interval), paired differences, distances."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+    plt, sns = plotting.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     for ax, panel, xlabel in ((axes[0], "p-Acc", "p-Acc (%) per task; mean ± 95% CI"),
                               (axes[1], "paired difference", "points, same tasks; mean ± 95% CI")):
@@ -322,8 +319,7 @@ def plot(long: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     ax.set(title="L2 distances", xlabel="L2 distance (dashed: zoo spacing, matched median)", ylabel="")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    from benchmarks.figures import save_figure
-    return save_figure(fig, stem)
+    return plotting.save_figure(fig, stem)
 
 # ----------------------------------------------------------------------------- inputs and the report
 

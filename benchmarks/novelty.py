@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from benchmarks import artifacts
+from benchmarks import artifacts, plotting
 from benchmarks.pmodels import Layout, PModelArch, to_float
 
 log = logging.getLogger("nndiff.novelty")
@@ -300,10 +300,7 @@ def verdict(table: pd.DataFrame, label: str) -> str:
 
 def plot(table: pd.DataFrame, out_stem: Path, title: str) -> list[Path]:
     """Three panels: nearest-zoo distances (generated vs zoo-to-zoo), accuracy vs distance, wrong-set overlap."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+    plt, sns = plotting.pyplot()
     t = table.assign(**{"p-Models": table.kind.map({"generated": "generated → zoo", "zoo": "zoo → zoo"})})
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
@@ -337,8 +334,7 @@ def plot(table: pd.DataFrame, out_stem: Path, title: str) -> list[Path]:
     ax.set(title="shared wrong predictions", xlabel="Jaccard of misclassified test images")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    from benchmarks.figures import save_figure
-    return save_figure(fig, out_stem)
+    return plotting.save_figure(fig, out_stem)
 
 
 def write_report(table: pd.DataFrame, out, *, label: str, arch: PModelArch, split: str, dataset: str = "?",

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from benchmarks import artifacts
+from benchmarks import artifacts, plotting
 from benchmarks import workflow as wf
 from benchmarks.evaluate import paired, summarize
 from benchmarks.report import load_results
@@ -79,19 +79,6 @@ def _stem(out: Path) -> Path:
 def _write_csv(table: pd.DataFrame, stem: Path) -> None:
     with artifacts.atomic_path(stem.with_suffix(".csv")) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    return plt, sns
-
-
-def _save(fig, stem: Path) -> list[Path]:
-    from benchmarks.figures import save_figure as save  # PNG + date-free SVG, atomically
-    return save(fig, stem)
 
 
 def _fmt(mean: float, ci: float, n: int | None = None) -> str:
@@ -156,14 +143,14 @@ def training_curve(results: list[str], out, *, config: str | None = None) -> pd.
     stem = _stem(out)
     _write_csv(table, stem)
     where = f"{spec['dataset']} / {spec['arch']}"
-    plt, sns = _pyplot()
+    plt, sns = plotting.pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     sns.lineplot(data=table, x="step", y="loss", hue="label", hue_order=list(histories), marker="." if
                  len(table) < 400 else None, errorbar=None, ax=ax)
     ax.set(yscale="log", xlabel="training step", ylabel="training loss (window mean, log scale)",
            title=f"{spec['method']} training loss, {where}")
     fig.tight_layout()
-    _save(fig, stem)
+    plotting.save_figure(fig, stem)
     summary = pd.DataFrame(rows)
     summary["seed"] = summary["seed"].map(lambda s: "profile's" if s is None or s != s else str(int(s)))
     summary["fit seconds"] = summary["fit seconds"].map(lambda s: "n/a" if s is None or s != s else f"{s:.0f}")
@@ -219,7 +206,7 @@ def samplers_table(df: pd.DataFrame, sampling: dict[str, tuple[str, int]],
 
 def plot_samplers(table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     """Left: p-Acc vs steps, one line per sampler, 95% CI bars; right: p-Acc vs seconds per p-Model."""
-    plt, sns = _pyplot()
+    plt, sns = plotting.pyplot()
     from matplotlib.ticker import NullFormatter, ScalarFormatter
     hue = list(dict.fromkeys(table["sampler"]))
     colors = dict(zip(hue, sns.color_palette(n_colors=len(hue))))
@@ -243,7 +230,7 @@ def plot_samplers(table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
         axes[0][1].set_title("p-Acc vs generation time")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, stem)
+    return plotting.save_figure(fig, stem)
 
 
 def samplers(results: list[str], out, *, config: str | None = None) -> pd.DataFrame:
@@ -328,7 +315,7 @@ def _fig6c_paper(ab: dict, names: str, descriptions: str) -> tuple[dict, str]:
 
 def plot_fig6c(table: pd.DataFrame, stem: Path, title: str, source: str = PAPER_FIG6C_SOURCE) -> list[Path]:
     """Bars of p-Acc per split, names vs descriptions: ours with 95% CI, and the paper's."""
-    plt, sns = _pyplot()
+    plt, sns = plotting.pyplot()
     long = pd.concat([table.assign(source="ours", value=table["mean"]),
                       table.assign(source="paper", value=table["paper"], ci95=math.nan)])
     long["split"] = long["split"].str.upper()
@@ -351,7 +338,7 @@ def plot_fig6c(table: pd.DataFrame, stem: Path, title: str, source: str = PAPER_
         ax.legend(title="test prompt", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, stem)
+    return plotting.save_figure(fig, stem)
 
 
 def fig6c(results: list[str], out, *, config: str | None = None) -> pd.DataFrame:

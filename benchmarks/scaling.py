@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from benchmarks import artifacts
+from benchmarks import artifacts, plotting
 from benchmarks.evaluate import paired, summarize
 from benchmarks.report import load_results
 
@@ -128,12 +128,7 @@ def findings(name: str, df: pd.DataFrame, table: pd.DataFrame) -> list[str]:
 
 def plot_scaling(name: str, table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     """p-Acc vs x per line with 95% bands (log2 x for width and zoo size); references as dashed lines."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    from benchmarks.figures import _save
+    plt, sns = plotting.pyplot()
     pts, refs = table[table.x.notna()], table[table.x.isna()]
     lines = list(dict.fromkeys(pts["line"]))
     colors = dict(zip(lines, sns.color_palette(n_colors=max(len(lines), 1))))
@@ -154,7 +149,7 @@ def plot_scaling(name: str, table: pd.DataFrame, stem: Path, title: str) -> list
     ax.set(title=title, xlabel=XLABELS[name], ylabel="p-Acc (%), 95% CI bands")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, stem)
+    return plotting.save_figure(fig, stem)
 
 
 def scaling_figure(name: str, results: list[str], out, *, config: str | None = None) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from benchmarks import artifacts
+from benchmarks import artifacts, plotting
 from benchmarks import workflow as wf
 from benchmarks.evaluate import paired, summarize
 from benchmarks.report import load_results
@@ -128,12 +128,7 @@ def paired_on_tasks(a: pd.DataFrame, b: pd.DataFrame, label: str, baseline: str)
 def plot_table3(table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     """p-Acc vs % unseen per row with 95% bands; zero-shot rows solid, references dashed; the paper's rows as
     hollow markers in their method's colour."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    from benchmarks.figures import _save  # noqa: PLC0415 (figures imports this module for its registry)
+    plt, sns = plotting.pyplot()
     labels = list(dict.fromkeys(table["label"]))
     colors = dict(zip(labels, sns.color_palette(n_colors=len(labels))))
     levels = sorted(set(table["level"]))
@@ -153,7 +148,7 @@ def plot_table3(table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
            xticks=levels, ylim=(0, 102))
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    return _save(fig, stem)
+    return plotting.save_figure(fig, stem)
 
 
 def row_name(label: str) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # importable without torch by the config checks (benchmarks/workflow.py)
+if TYPE_CHECKING:  # importable without torch by the config checks (benchmarks/workflow/checks.py)
     from torch import Tensor
 
     from methods.base import Tasks

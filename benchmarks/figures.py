@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from benchmarks import artifacts, plotting
+from benchmarks import artifacts, paper_figures, plotting
 from benchmarks.evaluate import paired, summarize
 from benchmarks.report import load_results, paired_baseline
 
@@ -167,22 +167,20 @@ def fig6b(results: list[str], out, *, config: str | None = None, method: str | N
     return table
 
 
-from benchmarks import paper_figures  # noqa: E402  (imports this module's helpers lazily: no cycle)
+def _on_use(module: str, name: str):
+    """A figure of another module, imported when it is drawn (several import torch)."""
+    import importlib
+    return lambda results, out, **kw: getattr(importlib.import_module(module), name)(results, out, **kw)
 
-FIGURES = {"table5": lambda results, out, **kw: __import__("benchmarks.memorization", fromlist=["table5"]).table5(
-               results, out, **kw),  # Tina Table 5 (benchmarks/memorization.py), imported on use (torch)
+
+FIGURES = {"table5": _on_use("benchmarks.memorization", "table5"),  # Tina Table 5 (memorization)
            "fig6b": fig6b,
-           # Tina Table 2 (CLIP ViT-B/32 head) and Fig. 6a (image prompts): benchmarks/clip_experiments.py, on use
-           "table2": lambda results, out, **kw: __import__("benchmarks.clip_experiments", fromlist=["table2"]).table2(
-               results, out, **kw),
-           "fig6a": lambda results, out, **kw: __import__("benchmarks.clip_experiments", fromlist=["fig6a"]).fig6a(
-               results, out, **kw),
-           # Tina Fig. 4a, 5, 4b: scaling the denoiser, the training p-Models, parameter inheritance (benchmarks/scaling.py)
-           "fig4a": lambda results, out, **kw: __import__("benchmarks.scaling", fromlist=["fig4a"]).fig4a(results, out, **kw),
-           "fig5": lambda results, out, **kw: __import__("benchmarks.scaling", fromlist=["fig5"]).fig5(results, out, **kw),
-           "fig4b": lambda results, out, **kw: __import__("benchmarks.scaling", fromlist=["fig4b"]).fig4b(results, out, **kw),
-           "table3": lambda results, out, **kw: __import__("benchmarks.unseen", fromlist=["table3"]).table3(
-               results, out, **kw),  # Tina Table 3: unseen classes (benchmarks/unseen.py)
+           # Tina Table 2 (CLIP ViT-B/32 head) and Fig. 6a (image prompts)
+           "table2": _on_use("benchmarks.clip_experiments", "table2"),
+           "fig6a": _on_use("benchmarks.clip_experiments", "fig6a"),
+           # Tina Fig. 4a, 5, 4b, 4c: the denoiser's width, the training p-Models, parameter inheritance, image prompts
+           **{name: _on_use("benchmarks.scaling", name) for name in ("fig4a", "fig5", "fig4b", "fig4c")},
+           "table3": _on_use("benchmarks.unseen", "table3"),  # Tina Table 3: unseen classes
            "training-curve": paper_figures.training_curve,  # Tina's training loss vs step (fit states)
            "samplers": paper_figures.samplers,  # p-Acc vs sampling steps and seconds per p-Model, per sampler
            "fig6c": paper_figures.fig6c}  # Tina Fig. 6c: description prompts vs class names, ID and OOD

@@ -1,4 +1,4 @@
-"""Three figures drawn from what the DAG already makes (config `report.figures`, settings in benchmarks/workflow.py).
+"""Three figures drawn from what the DAG already makes (config `report.figures`, settings in benchmarks/workflow/paper_figures.py).
 
 Each writes `reports/<name>.md`, the plotted numbers as `reports/figures/<name>.csv` and the figure as
 `reports/figures/<name>.png` and `.svg` (`nndiff figure <name> INPUTS... --config C --out reports/<name>.md`),

@@ -6,7 +6,10 @@
   zoo), one line per p-Model size;
 - `fig4b` (Tina Fig. 4b): p-Acc vs training steps, Tina started from scratch vs from the denoiser of a Tina
   fitted on the other dataset (option `init_from`, parameter inheritance), read off EMA snapshots of one fit
-  (options `snapshot_steps` / `at_step`).
+  (options `snapshot_steps` / `at_step`);
+- `fig4c` (Tina Fig. 4c): p-Acc vs training steps, Tina trained on text prompts vs on image prompts (option
+  `prompt: image`: each class as the CLIP image embedding of one train exemplar), same snapshots; it needs the
+  CLIP encoder, so it runs where the CLIP experiments run (`clip:`, rules/clip.smk).
 
 The config's `report.<fig>` names the lines and their labels (`benchmarks.workflow.scaling_points`); each label
 is its own fit (an ablation row of Tina), and the x of a point is the label's option, read from the config.
@@ -24,6 +27,7 @@ import pandas as pd
 import yaml
 
 from benchmarks import artifacts, plotting
+from benchmarks import workflow as wf
 from benchmarks.evaluate import paired, summarize
 from benchmarks.report import load_results
 
@@ -31,9 +35,10 @@ TITLES = {
     "fig4a": "Figure 4a: scaling the denoiser (p-Acc vs hidden size)",
     "fig5": "Figure 5: scaling the training data (p-Acc vs number of training p-Models)",
     "fig4b": "Figure 4b: parameter inheritance (p-Acc vs training steps)",
+    "fig4c": "Figure 4c: image- vs text-prompted training (p-Acc vs training steps)",
 }
 XLABELS = {"fig4a": "denoiser hidden size (width)", "fig5": "training p-Models (first N of the zoo)",
-           "fig4b": "training steps"}
+           "fig4b": "training steps", "fig4c": "training steps"}
 # What the paper's text says of each figure (the plotted values are not printed in the paper).
 PAPER = {
     "fig4a": ("hidden size 32 (152M parameters) to 2048 (789M), CNN-5K and CNN-14K, CIFAR-100",
@@ -47,6 +52,10 @@ PAPER = {
     "fig4b": ("training epochs, with vs without weights inherited from G.pt's pretrained checkpoint (bert2BERT-like)",
               "\"parameter inheritance from pretrained models can help Tina to converge faster, but the final "
               "p-Accs are similar\" (Sec. 3.3)"),
+    "fig4c": ("training epochs, Tina trained with one random image per class as its prompt (CLIP image encoder) vs "
+              "with the class texts",
+              "\"text-prompted Tina converges faster than the image-prompted, though the final p-Accs are similar\" "
+              "(Sec. 3.3)"),
 }
 
 
@@ -115,7 +124,7 @@ def findings(name: str, df: pd.DataFrame, table: pd.DataFrame) -> list[str]:
             out.append(f"Gap `{lines[0]}` − `{lines[1]}` at the smallest x: {a.iloc[0]['mean'] - b.iloc[0]['mean']:+.2f}"
                        f"; at the largest: {a.iloc[-1]['mean'] - b.iloc[-1]['mean']:+.2f} points (unpaired: other "
                        "p-Models).")
-    else:  # fig4b: inherited - scratch at the first and the last common step
+    else:  # fig4b, fig4c: the second line - the first at the first and the last common step
         lines = list(dict.fromkeys(pts["line"]))
         if len(lines) >= 2:
             a, b = (pts[pts.line == ln].set_index("x") for ln in lines[:2])
@@ -154,15 +163,15 @@ def plot_scaling(name: str, table: pd.DataFrame, stem: Path, title: str) -> list
 
 def scaling_figure(name: str, results: list[str], out, *, config: str | None = None) -> pd.DataFrame:
     """reports/<name>.md with reports/figures/<name>.{csv,png,svg}: the points of the config's `report.<name>`."""
-    from benchmarks.workflow import scaling_points, scaling_spec
+    from benchmarks import clip_experiments
     out = Path(out)
     cfg = _config(config)
-    spec = scaling_spec(cfg, name)
+    spec = wf.scaling_spec(cfg, name)
     if not spec:
         raise ValueError(f"{name}: the config ({config}) has no `report.{name}`")
     df = load_results(results)
     df = df[df["split"] == spec.get("split", "ood")]
-    points = scaling_points(cfg, name)
+    points = wf.scaling_points(cfg, name)
     table = scaling_table(df, points, spec.get("reference"))
     stem = out.parent / "figures" / out.stem
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -176,8 +185,11 @@ def scaling_figure(name: str, results: list[str], out, *, config: str | None = N
                           "n": table["n"]})
     axis, claim = PAPER[name]
     ours = findings(name, df, table)
+    on_clip = bool(set(table["arch"]) & set(wf.clip_archs(cfg)))  # fig4c: say which CLIP, loudly when random
     lines = [
-        f"# {TITLES[name]}", "",
+        clip_experiments.title(TITLES[name], cfg) if on_clip else f"# {TITLES[name]}", "",
+        *([clip_experiments.weights_line(cfg), ""] if on_clip else []),
+        *([clip_experiments.RANDOM_NOTE, ""] if on_clip and wf.clip_is_random(cfg) else []),
         f"{where}. Each point is its own Tina fit (rows of the config's ablations; options under each label) "
         "evaluated on the same tasks: mean p-Acc ± 95% CI over tasks." +
         (f" Dashed: `{spec['reference']}` on the same tasks." if spec.get("reference") else ""), "",
@@ -206,3 +218,7 @@ def fig5(results, out, *, config=None):
 
 def fig4b(results, out, *, config=None):
     return scaling_figure("fig4b", results, out, config=config)
+
+
+def fig4c(results, out, *, config=None):
+    return scaling_figure("fig4c", results, out, config=config)

@@ -1,7 +1,7 @@
 """Table 3 of the Tina paper: zero-shot transfer to unseen classes (A.3), from per-task result CSVs.
 
 The classes are cut into halves A and B (benchmarks/tasks.py, similar classes apart). The labels `<label>~unseen`
-(config `unseen.methods`, benchmarks/workflow.py) are fitted on the p-Models of the `unseen-zoo` split only,
+(config `unseen.methods`, benchmarks/workflow/unseen.py) are fitted on the p-Models of the `unseen-zoo` split only,
 whose tasks hold classes of half A; every row is tested on the `unseen-<p>` splits, whose tasks take round(p% K)
 classes from half B. `nndiff figure table3 RESULTS... --config C --out reports/table3.md` writes the table (mean
 ± 95% CI per row and level, the paper's numbers beside ours, paired differences to classifier selection on the

@@ -215,13 +215,15 @@ def test_reports_from_random_weights_say_so_in_their_title(tmp_path):
 
 
 def test_dry_run_of_the_smoke_targets(tmp_path):
-    out = snakemake("-n", "-p", "--cores", "1", "reports/smoke/table2.md", "reports/smoke/fig6a.md", "--configfile",
-                    str(SMOKE), "--directory", str(tmp_path)).stdout
+    out = snakemake("-n", "-p", "--cores", "1", "reports/smoke/table2.md", "reports/smoke/fig6a.md",
+                    "reports/smoke/fig4c.md", "--configfile", str(SMOKE), "--directory", str(tmp_path)).stdout
     for rule in ("features", "finetune", "fit", "generate", "evaluate", "clip_table2", "clip_fig6a"):
         assert f"rule {rule}:" in out
     assert "nndiff features --images data/synthetic/images.pt --generic data/synthetic/vit-b32-head/generic.pt" in out
     assert "nndiff figure table2" in out and "nndiff figure fig6a" in out
     assert "results/tina-clip@image-1/ood.csv" in out
+    # Fig. 4c: an image-prompted fit of its own beside tina-clip, both read at their EMA snapshots
+    assert "data/synthetic/vit-b32-head/methods/tina-clip-image/fit.json" in out and "nndiff figure fig4c" in out
     # enabled targets are in rule all; the cpu profile leaves them out
     assert "reports/smoke/table2.md" in snakemake("-n", "--cores", "1", "all", "--configfile", str(SMOKE),
                                                   "--directory", str(tmp_path)).stdout
@@ -235,13 +237,15 @@ def test_dry_run_of_the_smoke_targets(tmp_path):
 @pytest.mark.slow
 def test_smoke_build_of_the_clip_reports(tmp_path):
     work = tmp_path / "work"
-    snakemake("--cores", "2", "reports/smoke/table2.md", "reports/smoke/fig6a.md", "--configfile", str(SMOKE),
-              "--directory", str(work))
+    snakemake("--cores", "2", "reports/smoke/table2.md", "reports/smoke/fig6a.md", "reports/smoke/fig4c.md",
+              "--configfile", str(SMOKE), "--directory", str(work))
     table2 = (work / "reports" / "smoke" / "table2.md").read_text()
     assert "RANDOM CLIP WEIGHTS: NOT A RESULT" in table2.splitlines()[0]
     for row in ("classifier-selection-slice", "taper-clip", "tina-clip", "oracle"):
         assert f"| {row} " in table2
     fig6a = (work / "reports" / "smoke" / "fig6a.md").read_text()
     assert "| tina-clip@image-1 " in fig6a and (work / "reports" / "smoke" / "figures" / "fig6a.svg").is_file()
+    fig4c = (work / "reports" / "smoke" / "fig4c.md").read_text()
+    assert "RANDOM CLIP WEIGHTS" in fig4c.splitlines()[0] and "`tina-clip-image@10`" in fig4c
     feats = torch.load(work / "data" / "synthetic" / "vit-b32-head" / "features.pt", weights_only=False)
     assert feats["train"].shape[1] == 512

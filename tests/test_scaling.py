@@ -116,7 +116,7 @@ def _smoke() -> dict:
     return yaml.safe_load(SMOKE.read_text())
 
 
-@pytest.mark.parametrize("name", ["fig4a", "fig5", "fig4b"])
+@pytest.mark.parametrize("name", ["fig4a", "fig5", "fig4b", "fig4c"])
 def test_figure_table_is_the_per_task_means(tmp_path, name):
     cfg = _smoke()
     config = tmp_path / "smoke.yaml"
@@ -142,6 +142,8 @@ def test_figure_table_is_the_per_task_means(tmp_path, name):
     assert (tmp_path / "reports" / "figures" / f"{name}.svg").exists()
     md = out.read_text()
     assert "the paper" in md and "Config `" in md and f"figures/{name}.png" in md
+    # fig4c runs on the CLIP head: the smoke config's random stand-in is named in the title, the others are not
+    assert ("RANDOM CLIP WEIGHTS" in md.splitlines()[0]) == (name == "fig4c")
 
 
 def test_x_values_come_from_the_labels_options():
@@ -149,6 +151,9 @@ def test_x_values_come_from_the_labels_options():
     assert [p["x"] for p in wf.scaling_points(cfg, "fig4a") if p["arch"] == "cnn-5k"] == [16, 32]
     assert [p["x"] for p in wf.scaling_points(cfg, "fig4b") if p["line"] == "inherited"] == [5, 10, 20]
     assert [p["x"] for p in wf.scaling_points(cfg, "fig5") if p["arch"] == "cnn-14k"] == [4, 8]
+    # fig4c: EMA snapshots of each fit, then its last step (tina-clip's `steps`)
+    assert [(p["line"], p["x"]) for p in wf.scaling_points(cfg, "fig4c")] == \
+        [("text", 10), ("text", 20), ("text", 30), ("image", 10), ("image", 20), ("image", 30)]
 
 
 def test_scaling_config_errors_are_one_line(tmp_path):

@@ -1,4 +1,4 @@
-"""Configs checked in full before any job starts (benchmarks/workflow.py, methods.base.option), one-line CLI
+"""Configs checked in full before any job starts (benchmarks/workflow/checks.py, methods.base.option), one-line CLI
 errors, and a failed `nndiff fit` that leaves the last complete state in place."""
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from benchmarks.pmodels import get_arch
 
 
 validate(config, schema="../configs/config.schema.yaml")
-# Every method's options, variants, ablations, report labels and splits (benchmarks/workflow.py), before any job.
+# Every method's options, variants, ablations, report labels and splits (benchmarks/workflow/checks.py), before any job.
 wf.check_config(config)
 
 DATASETS = list(config["datasets"])

@@ -136,6 +136,7 @@ def tina_claims(led: Ledger, ds: str, arch: str, split: str) -> None:
               paper("tina", "classifier-selection"))
     across_seeds(led, "tina", CS, ds, arch, split)
     led.beats("Tina beats TAPER (Tina Table 1)", "tina", "taper", ds, arch, split, paper("tina", "taper"))
+    across_seeds(led, "tina", "taper", ds, arch, split)
     led.beats("Tina beats the generic model (Tina Table 1)", "tina", "generic", ds, arch, split,
               paper("tina", "generic"))
     chain = [("generic", CS), (CS, "taper"), ("taper", "tina")]
@@ -152,6 +153,7 @@ def tina_claims(led: Ledger, ds: str, arch: str, split: str) -> None:
     for honest in ("zoo-mean", "hypernet", "noised-neighbour", "retrieval"):
         led.beats(f"Diffusion adds something: Tina beats `{honest}` (beyond the paper)", "tina", honest, ds, arch,
                   split)
+        across_seeds(led, "tina", honest, ds, arch, split)
     for control in ("tina@shuffled", "tina@null"):
         led.beats(f"Tina reads its prompt: it beats `{control}` (control, beyond the paper)", "tina", control, ds,
                   arch, split)

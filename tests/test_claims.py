@@ -59,11 +59,15 @@ def test_ledger_file_counts_verdicts(tmp_path):
 
 def test_seed_refits_pool_into_one_claim_with_their_spread(tmp_path):
     paths = _results(tmp_path, {"classifier-selection-slice": BASE, "tina": shifted(1.0), "tina-seed1": shifted(2.0),
-                                "tina-seed2": shifted(3.0)})
+                                "tina-seed2": shifted(3.0), "hypernet": shifted(4.0)})
     claims = {c.claim: c for c in build(paths)}
     pooled = claims["tina beats classifier-selection-slice, over 3 fit seeds"]
     assert pooled.ours.startswith("+2.0") and pooled.verdict == "confirmed"
     assert "+1.0" in pooled.note and "+3.0" in pooled.note and "sd across seeds 1.00" in pooled.note
+    # each honest baseline present gets its own pooled claim: here every seed loses to the hypernet
+    against = claims["tina beats hypernet, over 3 fit seeds"]
+    assert against.ours.startswith("-2.0") and against.verdict == "refuted"
+    assert "tina beats taper, over 3 fit seeds" not in claims  # no TAPER rows: no claim
 
 
 def _headroom(tmp_path, rows):

@@ -410,9 +410,11 @@ def _report_parsers(sub) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_claims)
 
-    p = sub.add_parser("publish", help="copy a profile's report (results/<profile>/...) to its committed folder")
-    p.add_argument("source")
-    p.add_argument("dest")
+    p = sub.add_parser("publish", help="copy a profile's report to its committed folder (config `publish`)",
+                       description="Copy one report file (reports/<profile>/..., md, csv, html, png or svg) to the "
+                                   "profile's committed folder (cpu: reports/published/), atomically.")
+    p.add_argument("source", help="the report file the DAG wrote, e.g. reports/table7.md")
+    p.add_argument("dest", help="where it is committed, e.g. reports/published/table7.md")
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("report", help="per-task CSVs -> reports/table1.md and .csv")

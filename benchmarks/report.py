@@ -293,6 +293,24 @@ def _collapse_sentence(label: str, split: str, s: dict, flags: dict, paper: floa
             f" ({agree}).")
 
 
+def row_seconds(results: list[str], label: str, splits: list[str], fitted: bool) -> str:
+    """Wall time of one row's cells, from the jobs' `.timing.json` sidecars (`benchmarks.artifacts`): its own fit
+    (when it has one) and its generate job per split; '—' where a job left no sidecar."""
+    paths = [Path(r) for r in results if Path(r).parent.name == label]
+    if not paths:
+        return "—"
+    methods = paths[0].parents[2] / "methods" / label  # data/<dataset>/<arch>/methods/<label>
+    parts = []
+    if fitted:
+        fit = artifacts.read_timing(methods / "fit.json").get("seconds")
+        parts.append(f"fit {fit:.0f}" if fit is not None else "fit —")
+    for split in splits:
+        gen = artifacts.read_timing(methods / "generated" / f"{split}.pt").get("seconds")
+        if gen is not None:
+            parts.append(f"{split} {gen:.0f}")
+    return " · ".join(parts) or "—"
+
+
 def write_ablation(results: list[str], out: str, *, config: str, name: str) -> pd.DataFrame:
     """reports/<name>_ablation.md: one row per ablation setting (a separately fitted method label), ID and OOD
     mean ± CI, and the paired difference to the ablation's base row on the same tasks."""
@@ -332,6 +350,7 @@ def write_ablation(results: list[str], out: str, *, config: str, name: str) -> p
             entry[f"Δ {split.upper()}"] = f"{d['mean']:+.2f} ± {d['ci95']:.2f}" if d else ""
             if paper:
                 verdicts.append(_collapse_sentence(label, split, s, flags, p))
+        entry["wall s"] = row_seconds(results, label, splits, fitted=not row.get("of"))
         lines_rows.append(entry)
     table = pd.DataFrame(lines_rows)
     prov = artifacts.provenance(cfg)
@@ -341,7 +360,8 @@ def write_ablation(results: list[str], out: str, *, config: str, name: str) -> p
              f"`{base}` with the row's options changed. Mean ± 95% CI over tasks; Δ = row minus base on the same "
              "tasks (paired). `n/a`: the setting cannot produce that split (e.g. an ID-only oracle on OOD tasks); "
              "`not run`: no results were given for it. "
-             "`reference` rows are other methods on the same tasks, for scale."
+             "`reference` rows are other methods on the same tasks, for scale. `wall s`: seconds of the row's own "
+             "fit and of its generate job per split (one job, one thread; the jobs' timing sidecars)."
              + (" Rows marked `fit of X` have no fit of their own: they generate with X's fit, generate-time "
                 "options changed." if any(r.get("of") for r in spec["rows"].values()) else ""), "",
              table.to_markdown(index=False), "",

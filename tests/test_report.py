@@ -3,7 +3,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from benchmarks.artifacts import git_commit
+from benchmarks.artifacts import git_commit, write_timing
 from benchmarks.config import CONFIG_DIR
 from benchmarks.report import PAPER_TABLE1, load_results, summary_table, write_ablation, write_table1
 
@@ -73,7 +73,12 @@ def test_ablation_report_rows_paired_with_base_and_na_for_missing_splits(tmp_pat
     paths = _results(tmp_path) + [p for p in _results(tmp_path, ("oracle",), (2.0,)) if p.endswith("id.csv")]
     paths += _results(tmp_path, ("generic",), (-3.0,))
     out = tmp_path / "x_ablation.md"
+    arch_dir = tmp_path / "data" / "miniimagenet" / "cnn-5k" / "methods"
+    write_timing(arch_dir / "tina" / "fit.json", seconds=612.4)  # the jobs' sidecars: tina's fit and one generate
+    write_timing(arch_dir / "tina" / "generated" / "ood.pt", seconds=34.2)
     table = write_ablation(paths, str(out), config=str(config), name="x")
+    assert table[table.label == "`tina`"].iloc[0]["wall s"] == "fit 612 · ood 34"
+    assert table[table.label == "`generic`"].iloc[0]["wall s"] == "fit —"  # no sidecar: said, not invented
     assert list(table["label"]) == ["`classifier-selection`", "`generic`", "`tina`", "`oracle`"]
     generic = table[table.label == "`generic`"].iloc[0]
     assert generic["factor"] == "reference" and generic["Δ ID"] == "-3.00 ± 0.00"

@@ -8,7 +8,7 @@ from benchmarks.config import validate_config
 from benchmarks.workflow.clip import check_clip, clip_archs
 from benchmarks.workflow.labels import (
     DEFAULT_SPLITS, RESERVED_REPORTS, SPLITS_HELP, SPLIT_PATTERN, ablation_report, ablation_rows, ablations,
-    evaluated_splits, fig6b, method_class, method_labels, oracle_labels, runs_on, specs, variants,
+    check_place, evaluated_splits, fig6b, method_class, method_labels, oracle_labels, runs_on, specs, variants,
 )
 from benchmarks.workflow.paper_figures import check_figures
 from benchmarks.workflow.scaling import check_scaling, scaling_archs
@@ -82,9 +82,7 @@ def _check_ablations(cfg: dict) -> None:
         where = f"ablations.{name}"
         if ab["base"] not in methods:
             raise ValueError(f"{where}.base: unknown base label {ab['base']!r}; labels: {labels}")
-        for key, known in (("dataset", list(cfg["datasets"])), ("arch", [*cfg["archs"], *scaling_archs(cfg), *clip_archs(cfg)])):
-            if ab[key] not in known:
-                raise ValueError(f"{where}.{key}: {ab[key]!r} is not in the config's {key}s: {known}")
+        check_place(cfg, ab, where, [*cfg["archs"], *scaling_archs(cfg), *clip_archs(cfg)])
         unknown = sorted(set(ab.get("references", [])) - set(references))
         if unknown:
             raise ValueError(f"{where}.references: unknown references {unknown}; labels: {references}")
@@ -146,9 +144,7 @@ def _check_reports(cfg: dict) -> None:
         raise ValueError(f"report.efficiency.methods {unknown} are not method or variant labels; labels: {timed}")
     spec = fig6b(cfg)
     if spec:  # generated per padded-<k> split: a method, variant or ablation-row label (not the oracle)
-        for key, known in (("dataset", list(cfg["datasets"])), ("arch", list(cfg["archs"]))):
-            if spec[key] not in known:
-                raise ValueError(f"report.fig6b.{key}: {spec[key]!r} is not in the config's {key}s: {known}")
+        check_place(cfg, spec, "report.fig6b")
         labels = [*method_labels(cfg), *names, *ablation_rows(cfg)]
         for label in [spec["method"], *spec.get("baselines", [])]:
             if label not in labels:

@@ -150,6 +150,13 @@ def fig6b_results(cfg: dict) -> list[str]:
     return results(cfg, [spec["dataset"]], [spec["arch"]], labels, [f"padded-{k}" for k in padded_sizes(cfg)])
 
 
+def check_place(cfg: dict, spec: dict, where: str, archs: list[str] | None = None) -> None:
+    """A section's `dataset` and `arch` are the config's (`archs`: the archs it may use, default `archs:`)."""
+    for key, known in (("dataset", list(cfg["datasets"])), ("arch", archs or list(cfg["archs"]))):
+        if spec[key] not in known:
+            raise ValueError(f"{where}.{key}: {spec[key]!r} is not in the config's {key}s: {known}")
+
+
 def method_class(name: str, where: str):
     """The registered method class `name`; an unknown or broken entry fails naming `where`."""
     from methods.registry import get_method  # imports the method's module (torch): only when checking

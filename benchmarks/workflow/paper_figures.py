@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from benchmarks.workflow.labels import (
-    DEFAULT_SPLITS, SPLITS_HELP, SPLIT_PATTERN, ablation_rows, ablations, base_label, method_class,
+    DEFAULT_SPLITS, SPLITS_HELP, SPLIT_PATTERN, ablation_rows, ablations, base_label, check_place, method_class,
     method_labels, method_options, runs_on, specs, variants,
 )
 
@@ -128,9 +128,7 @@ def check_figures(cfg: dict) -> None:
             continue
         where = f"report.figures.{name}"
         s = training_curve_spec(cfg) if name == "training-curve" else samplers_spec(cfg)
-        for key, known in (("dataset", list(cfg["datasets"])), ("arch", list(cfg["archs"]))):
-            if s[key] not in known:
-                raise ValueError(f"{where}.{key}: {s[key]!r} is not in the config's {key}s: {known}")
+        check_place(cfg, s, where)
         if s["method"] not in specs(cfg):
             raise ValueError(f"{where}.method: {s['method']!r} is not a method label; labels: {method_labels(cfg)}")
         fitted = [s["method"], *(label for label, row in ablation_rows(cfg).items() if not row.get("of"))]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from benchmarks.workflow.clip import clip_archs
 from benchmarks.workflow.labels import (
-    ORACLE, ablation_rows, evaluated, fitted_label, method_class, method_labels, method_options,
-    oracle_labels, variants,
+    ORACLE, ablation_rows, evaluated, fitted_label, method_class, method_labels, method_options, oracle_labels,
+    variants,
 )
 
 # `report.<fig>`: {dataset, split, reference, lines: {<line>: {arch, labels}}}. Each label is a fit (ablation rows

@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 
 from benchmarks.workflow.labels import (
-    ORACLE, SPLITS_HELP, SPLIT_PATTERN, ablation_rows, ablation_tables, method_labels, oracle_labels, runs_on,
-    variants,
+    ORACLE, SPLITS_HELP, SPLIT_PATTERN, ablation_rows, ablation_tables, check_place, method_labels,
+    oracle_labels, runs_on, variants,
 )
 
 TABLE5_DEFAULTS = {"split": "ood", "ensemble": "probs", "reference_size": 100}
@@ -46,9 +46,7 @@ def check_table5(cfg: dict) -> None:
     spec = table5(cfg)
     if not spec:
         return
-    for key, known in (("dataset", list(cfg["datasets"])), ("arch", list(cfg["archs"]))):
-        if spec[key] not in known:
-            raise ValueError(f"report.table5.{key}: {spec[key]!r} is not in the config's {key}s: {known}")
+    check_place(cfg, spec, "report.table5")
     labels = [*method_labels(cfg), *variants(cfg), *ablation_rows(cfg)]
     chosen = [*spec["names"], *spec["descriptions"]]
     for key in ("names", "descriptions"):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from benchmarks.workflow.labels import (
-    ORACLE, UNSEEN_SUFFIX, ablation_rows, ablation_tables, base_label, method_class, method_labels,
+    ORACLE, UNSEEN_SUFFIX, ablation_rows, ablation_tables, base_label, check_place, method_class, method_labels,
     oracle_labels, runs_on, specs, unseen, unseen_labels, variants,
 )
 
@@ -57,9 +57,7 @@ def check_unseen(cfg: dict) -> None:
     u = unseen(cfg)
     if not u:
         return
-    for key, known in (("dataset", list(cfg["datasets"])), ("arch", list(cfg["archs"]))):
-        if u[key] not in known:
-            raise ValueError(f"unseen.{key}: {u[key]!r} is not in the config's {key}s: {known}")
+    check_place(cfg, u, "unseen")
     methods, taken = specs(cfg), {*method_labels(cfg), *variants(cfg), *ablation_rows(cfg)}
     for label, overrides in u["methods"].items():
         where = f"unseen.methods.{label}"

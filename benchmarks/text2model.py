@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -20,12 +21,15 @@ from PIL import Image
 from torch import Tensor
 
 from benchmarks import artifacts
+from benchmarks.encoders import class_prompt
 from benchmarks.pmodels import get_arch, to_float
+from benchmarks.prompts import snap_to_known
 from benchmarks.train import Generic
 from methods.base import Bench, Method, Promptable, Tasks, Zoo
 from methods.registry import build_method, get_method
 
 FORMAT = "nndiff-pmodel/1"
+log = logging.getLogger(__name__)
 IMAGE_SIZE = 32  # p-Models see 32x32 images, as every dataset here (benchmarks/datasets.py)
 CLIP_PROMPT_SIZE = 224  # image prompts go to CLIP at its own input size
 
@@ -82,8 +86,27 @@ def load_bench(generic: str | os.PathLike | Generic, workdir: str | os.PathLike,
                  text_encoder_spec=encoder or fitted["encoder_spec"], dataset=fitted["dataset"])
 
 
+def unknown_classes(prompt: list[str], trained: list[str] | None, encoder) -> list[tuple[str, str, float]]:
+    """The prompt's class names the generator was not fitted on, each with its nearest trained class name and
+    their cosine similarity (the encoder's text embeddings; `benchmarks.prompts.snap_to_known`). Such a prompt
+    is what Table 7's `rewordings` rows measure (reports/table7.md). [] when the fit kept no class list."""
+    if not trained:
+        return []
+    known = {class_prompt(c).lower() for c in trained}
+    outside = [c for c in prompt if class_prompt(c).lower() not in known]
+    if not outside:
+        return []
+    names = [class_prompt(c) for c in trained]
+    nearest, sim = snap_to_known(outside, names, encoder)
+    return [(c, names[j], float(sim[i, j])) for i, (c, j) in enumerate(zip(outside, nearest))]
+
+
+def unknown_list(unknown: list[tuple[str, str, float]]) -> str:
+    return "; ".join(f"{c!r} (nearest trained class {n!r}, cosine {sim:.2f})" for c, n, sim in unknown)
+
+
 def _model_card(classes: list[str], arch: str, card: dict, state_path: Path, prompt_kind: str,
-                n_params: int, n_generated: int) -> str:
+                n_params: int, n_generated: int, unknown: list[tuple[str, str, float]] = ()) -> str:
     digest = hashlib.sha256(state_path.read_bytes()).hexdigest()[:12]
     lines = [
         f"# p-Model: {', '.join(classes)}",
@@ -98,6 +121,8 @@ def _model_card(classes: list[str], arch: str, card: dict, state_path: Path, pro
         f"- Date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
         "- Input: RGB images resized to 32x32, scaled to [-1, 1] (`benchmarks.pmodels.to_float`)",
         "- Caveat: generated without training on these classes; its accuracy has not been measured.",
+        *([f"- Outside the generator's training classes: {unknown_list(unknown)} (reports/table7.md measures "
+           "prompts of other wordings)"] if unknown else []),
     ]
     return "\n".join(lines) + "\n"
 
@@ -168,6 +193,9 @@ def generate_pmodel(workdir: str | os.PathLike, bench: Bench | str | os.PathLike
     else:
         theta = generator.generate(Tasks(["prompt"], [prompt]))[0]  # [n_params(K)]
         kind = "descriptions" if descriptions else "names"
+    unknown = [] if descriptions else unknown_classes(prompt, fitted.get("trained_classes"), generator.prompt_encoder())
+    if unknown:
+        log.warning("the prompt names classes the generator was not fitted on: %s", unknown_list(unknown))
 
     arch, k = bench.arch, len(prompt)
     layout = arch.layout(k)
@@ -178,7 +206,7 @@ def generate_pmodel(workdir: str | os.PathLike, bench: Bench | str | os.PathLike
         raise RuntimeError(f"generated parameters {unexpected} have no place in {arch.name}")
     state_dict = {n: t.detach().cpu().clone() for n, t in model.state_dict().items()}
     text = _model_card(prompt, arch.name, card, generator.state_path, kind, sum(t.numel() for t in model.parameters()),
-                       layout.n_params)
+                       layout.n_params, unknown)
     meta = {"method": method, "workdir": str(workdir), "prompt_kind": kind, **card["meta"],
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     artifacts.save_torch({"format": FORMAT, "arch": arch.name, "classes": prompt, "state_dict": state_dict,

@@ -167,7 +167,8 @@ class Promptable(Protocol):
         "dataset": name}; optionally "class_counts" (the prompt lengths it serves; others are refused, naming
         "padding" when it is False: a fit with padding serves more), and
         "sampling" (the generate-time options it was fitted with, e.g. {"sampler", "sample_steps"}: a prompt
-        samples with them unless the caller gives its own)."""
+        samples with them unless the caller gives its own), and "trained_classes" (the class names of the
+        p-Models it was fitted on: a prompt naming another class is said to be outside them)."""
 
     def prompt_encoder(self):
         """The encoder the fitted state reads prompts with (`encode_text`; `encode_image` for clip)."""

@@ -358,7 +358,7 @@ class Tina(Method):
         theta = zoo.theta.float()
         return {"theta": theta, "text": (raw - centre) / scale, "centre": centre, "scale": scale, "pad_raw": pad,
                 "pad": (pad - centre) / scale, "encoder": encoder.name, "text_dim": z.shape[1], "k": k,
-                "max_classes": max_classes,
+                "max_classes": max_classes, "classes": list(dict.fromkeys(c for cs in zoo.classes for c in cs)),
                 "norm": Normalizer.fit(self.config.normalization, layout.body(theta), layout.head_rows(theta), layout)}
 
     def _batch(self, data: dict, step: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, torch.Generator]:
@@ -502,7 +502,7 @@ class Tina(Method):
                         encoder_spec={"name": c.encoder} if c.encoder else dict(bench.text_encoder_spec),
                         arch=bench.arch.name, num_classes=data["k"], n_params=bench.layout.n_params,
                         n_body=norm.body_mean.numel(), row_dim=norm.row_mean.numel(), n_zoo=n,
-                        denoiser_params=net.num_params())
+                        denoiser_params=net.num_params(), trained_classes=data["classes"])
         self._loaded = None
         self.remove_checkpoint()  # the final state supersedes it (and it is 2x larger: AdamW moments)
         world.barrier()
@@ -575,7 +575,8 @@ class Tina(Method):
         return {"arch": state["arch"], "num_classes": k, "encoder_spec": state["encoder_spec"],
                 "dataset": state["dataset"], "padding": padding,
                 "class_counts": list(range(1, state["net_config"]["max_classes"] + 1)) if padding else [k],
-                "sampling": {key: c[key] for key in ("sampler", "sample_steps") if key in c}}
+                "sampling": {key: c[key] for key in ("sampler", "sample_steps") if key in c},
+                "trained_classes": state.get("trained_classes")}  # None: a state fitted before it was kept
 
     def generator_card(self) -> dict:
         """How this generator was fitted and samples, for a generated p-Model's model card (`Promptable`)."""

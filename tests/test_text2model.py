@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from benchmarks import artifacts
-from benchmarks.text2model import FORMAT, classify, generate_pmodel, parse_prompt
+from benchmarks.text2model import FORMAT, classify, generate_pmodel, parse_prompt, unknown_classes
 from methods.tina import Tina
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,10 @@ def fitted(tiny, tmp_path_factory):
     root = tmp_path_factory.mktemp("t2m")
     gen = torch.Generator().manual_seed(0)
     table = root / "table.json"
-    table.write_text(json.dumps({c: torch.randn(16, generator=gen).tolist() for c in [*tiny.bench.class_names, "<->"]}))
+    vectors = {c: torch.randn(16, generator=gen) for c in [*tiny.bench.class_names, "<->"]}
+    # a wording no fit sees, next to the first class's vector (as "sea cow" to "dugong")
+    vectors["sea cow"] = vectors[tiny.bench.class_names[0]] + 0.05 * torch.randn(16, generator=gen)
+    table.write_text(json.dumps({c: v.tolist() for c, v in vectors.items()}))
     bench = dataclasses.replace(tiny.bench, text_encoder_spec={"name": "table", "options": {"path": str(table)}})
     workdir = root / "tina"
     tina = Tina(dict(width=32, depth=2, heads=4, steps=30, batch_size=16, padding=True)).setup(bench, workdir)
@@ -57,6 +60,23 @@ def test_prompt_to_pmodel_file_to_labels(tiny, fitted, tmp_path):
     labels = classify(out, images)
     assert [p for p, _, _ in labels] == [str(p) for p in images]
     assert all(c in prompt and 0.0 <= q <= 1.0 for _, c, q in labels)
+
+
+def test_a_prompt_class_outside_the_fit_is_named_with_its_nearest(fitted, tmp_path, caplog):
+    bench, workdir, generic = fitted
+    trained = Tina.fitted_bench(workdir)["trained_classes"]
+    assert trained and set(trained) <= set(bench.class_names) and bench.class_names[0] in trained
+    prompt = [trained[1], "sea cow", trained[2]]
+    with caplog.at_level("WARNING"):
+        out = generate_pmodel(workdir, bench, prompt, tmp_path / "p.pt")
+    card = artifacts.load_torch(out)["model_card"]
+    flagged = card.split("Outside the generator's training classes:")[1]
+    assert f"'sea cow' (nearest trained class {bench.class_names[0].replace('_', ' ')!r}" in flagged
+    assert repr(trained[1]) not in flagged and repr(trained[2]) not in flagged  # trained names are not flagged
+    assert "'sea cow'" in caplog.text
+    quiet = generate_pmodel(workdir, bench, trained[:3], tmp_path / "q.pt")
+    assert "Outside the generator" not in artifacts.load_torch(quiet)["model_card"]
+    assert unknown_classes(["sea cow"], None, encoder=None) == []  # a state fitted before the list was kept
 
 
 def test_errors(tiny, fitted, tmp_path):

@@ -1,5 +1,6 @@
 """The one place figures are drawn from and written to: a headless pyplot with seaborn, and an atomic,
-byte-stable save (PNG and SVG side by side; the SVG carries no date, so the same numbers give the same bytes).
+byte-stable save (PNG and SVG side by side; the SVG carries no date and its ids come from a fixed salt, so the
+same numbers give the same bytes).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ def pyplot():
     """(matplotlib.pyplot, seaborn) on the Agg backend: figures are built on machines without a display."""
     import matplotlib
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "nndiff"  # SVG element ids from a fixed salt, not random ones
     import matplotlib.pyplot as plt
     import seaborn as sns
     return plt, sns

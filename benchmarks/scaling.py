@@ -21,6 +21,7 @@ sets beside a paired test of ours on the same tasks.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -155,7 +156,7 @@ def plot_scaling(name: str, table: pd.DataFrame, stem: Path, title: str) -> list
         ax.set_xscale("log", base=2)
     xs = sorted(set(pts["x"].astype(float)))
     ax.set_xticks(xs, [f"{x:g}" for x in xs])
-    ax.set(title=title, xlabel=XLABELS[name], ylabel="p-Acc (%), 95% CI bands")
+    ax.set(title=textwrap.fill(title, 60), xlabel=XLABELS[name], ylabel="p-Acc (%), 95% CI bands")  # fits the axes
     ax.legend(fontsize=8)
     fig.tight_layout()
     return plotting.save_figure(fig, stem)

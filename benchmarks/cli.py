@@ -237,6 +237,12 @@ def cmd_check_config(args) -> None:
     print(f"{args.config}: valid")
 
 
+def cmd_budget(args) -> None:
+    from benchmarks.budget import write_budget
+    write_budget(args.targets, args.out, config=args.config, cores=args.cores, snakefile=args.snakefile,
+                 remaining=args.remaining)
+
+
 def cmd_site(args) -> None:
     from benchmarks.site import write_page
     out = write_page(args.out, args.reports or None, reports_dir=args.reports_dir)
@@ -513,13 +519,25 @@ def _analysis_parsers(sub) -> None:
 
 
 def _tool_parsers(sub) -> None:
-    """site, methods, check-config."""
+    """site, budget, methods, check-config."""
     p = sub.add_parser("site", help="reports/*.md and reports/figures -> one self-contained page, reports/index.html")
     p.add_argument("reports", nargs="*", help="markdown reports (default: every *.md in --reports-dir)")
     p.add_argument("--reports-dir", default=None, help="folder of the reports and figures/ (default: that of --out)")
     p.add_argument("--out", default="reports/index.html")
     p.add_argument("--screenshot", default=None, help="also save the page's top as PNG (needs /usr/bin/chromium)")
     p.set_defaults(func=cmd_site)
+
+    p = sub.add_parser("budget", help="core-hours a target costs, from the seconds its jobs took here",
+                       description="Price the jobs `snakemake -n` plans for TARGETS by the wall seconds each job's "
+                                   "benchmark file (data/benchmarks/) recorded when it last ran; a job never run "
+                                   "here is priced at its rule's median. Prints a table per rule.")
+    p.add_argument("targets", nargs="+", help="Snakemake targets, e.g. all or reports/table1.md")
+    p.add_argument("--config", default=None, help="the profile's YAML (default: the Snakefile's)")
+    p.add_argument("--cores", type=int, default=2, help="cores the wall-time floor assumes (default 2)")
+    p.add_argument("--remaining", action="store_true", help="only the jobs left to run (default: from scratch)")
+    p.add_argument("--snakefile", default="Snakefile")
+    p.add_argument("--out", default=None, help="also write the table as markdown here")
+    p.set_defaults(func=cmd_budget)
 
     p = sub.add_parser("methods", help="list registered methods")
     p.set_defaults(func=cmd_methods)

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from torch import Tensor
 
-SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm-solver": DPMSolverMultistepScheduler}
+# diffusers' scheduler of each sampler, imported when a scheduler is made: importing diffusers costs seconds
+# (it loads torch._dynamo), which every `snakemake` call would pay when it checks the methods' options.
+SAMPLERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm-solver": "DPMSolverMultistepScheduler"}
+_SEEDED = ("ddpm", "ddim")  # the stochastic steps that take a generator
 
 
 @dataclass
@@ -38,9 +40,10 @@ def make_scheduler(cfg: DiffusionConfig, sampler: str | None = None):
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
     kwargs = dict(num_train_timesteps=cfg.train_steps, beta_schedule=cfg.beta_schedule, beta_start=cfg.beta_start,
                   beta_end=cfg.beta_end, prediction_type=cfg.prediction)
-    if sampler in ("ddpm", "ddim"):
+    if sampler in _SEEDED:
         kwargs["clip_sample"] = False  # weights are not images in [-1, 1]
-    return SAMPLERS[sampler](**kwargs)
+    import diffusers
+    return getattr(diffusers, SAMPLERS[sampler])(**kwargs)
 
 
 def noised(scheduler, x0: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -73,6 +76,6 @@ def sample(denoise: Callable[[Tensor, Tensor], Tensor], shape: tuple[int, ...], 
     for t in scheduler.timesteps:
         tb = torch.full((shape[0],), int(t), device=device, dtype=torch.long)
         out = denoise(scheduler.scale_model_input(x, t), tb)
-        kwargs = {"generator": generator} if isinstance(scheduler, (DDPMScheduler, DDIMScheduler)) else {}
+        kwargs = {"generator": generator} if sampler in _SEEDED else {}
         x = scheduler.step(out, t, x, **kwargs).prev_sample
     return x

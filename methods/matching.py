@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from methods.base import class_embeddings
@@ -24,6 +23,7 @@ TIE = 1e-6  # total similarities closer than this are a tie (float noise)
 def match(sim: np.ndarray) -> tuple[float, np.ndarray]:
     """Best assignment of query classes (rows) to zoo classes (columns). sim [k_query, k_zoo], k_query <= k_zoo.
     Returns (total similarity, zoo column of each query class [k_query])."""
+    from scipy.optimize import linear_sum_assignment  # here: scipy.optimize takes ~0.5 s to import
     r, c = linear_sum_assignment(sim, maximize=True)  # r comes back sorted: 0..k_query-1
     return float(sim[r, c].sum()), c
 

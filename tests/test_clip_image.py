@@ -67,6 +67,7 @@ def test_missing_weights_fail_with_one_line_naming_the_file(tmp_path, monkeypatc
     assert check_clip_weights("random") == "random"
 
 
+@pytest.mark.slow  # two dry runs; the check itself: test_missing_weights_fail_with_one_line_naming_the_file
 def test_dag_stops_at_once_without_weights(tmp_path):
     config = smoke_config(tmp_path, weights="clip/ViT-B-32.pt", model="ViT-B-32")
     cfg = yaml.safe_load(config.read_text())

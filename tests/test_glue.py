@@ -95,6 +95,7 @@ def test_matthews_correlation():
     assert matthews(torch.ones(4, dtype=torch.long), y) == 0.0
 
 
+@pytest.mark.slow  # the CLI in subprocesses; the functions are unit-tested above
 def test_glue_commands_end_to_end(glue, tmp_path):
     model_dir, root = glue
     nndiff = [sys.executable, "-m", "benchmarks.cli"]

@@ -210,6 +210,7 @@ def test_resume_equals_an_uninterrupted_run(bench, tmp_path, monkeypatch):
         Tina(dict(options, width=32)).setup(bench, tmp_path / "x").fit(bench, tmp_path / "x")
 
 
+@pytest.mark.slow  # torchrun, two processes
 def test_data_parallel_fit_equals_one_process(bench, tmp_path):
     """torchrun with 2 CPU processes (Gloo): each takes half of the same global batch, DDP averages the
     gradients, so the fitted denoiser matches a single-process fit."""

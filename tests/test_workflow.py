@@ -84,6 +84,7 @@ def test_ablation_rows_are_fits_of_the_base_with_changed_options(tmp_path):
     assert not any("methods/classifier-selection-slice/" in line for line in fits if "cpd" in line)
 
 
+@pytest.mark.slow  # the check itself: test_workflow_checks.py (unit)
 @pytest.mark.parametrize("key, value, message", [
     ("base", "cond-pdif", "unknown base label 'cond-pdif'"),
     ("references", ["classifier-selection-slise"], "unknown references ['classifier-selection-slise']"),
@@ -97,6 +98,7 @@ def test_ablation_with_unknown_label_fails_before_any_job(tmp_path, key, value, 
     assert out.returncode != 0 and message in out.stdout + out.stderr
 
 
+@pytest.mark.slow  # two dry runs; GLUE is off in every shipped profile
 def test_glue_rules_exist_only_with_a_glue_section(tmp_path):
     cfg = yaml.safe_load(SMOKE.read_text())
     out = snakemake("-n", "--cores", "1", "reports/smoke/glue.md", "--configfile", str(SMOKE), "--directory",
@@ -111,11 +113,13 @@ def test_glue_rules_exist_only_with_a_glue_section(tmp_path):
     assert "nndiff glue-run --zoo data/glue/zoo.pt" in out
 
 
+@pytest.mark.slow  # snakemake --lint over the whole workflow
 def test_lint_is_clean():
     out = snakemake("--lint", "--configfile", str(SMOKE), check=False)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.slow  # the check itself: test_workflow_checks.py; the dry-run wiring: its option-typo test
 def test_malformed_config_fails_before_any_job(tmp_path):
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["finetune"]["epoch"] = 2  # typo

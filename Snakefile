@@ -44,7 +44,7 @@ REPORT_TARGETS = [
     *([f"{REPORTS}headroom.md", f"{REPORTS}figures/headroom.png"] if HEADROOM else []),
     f"{REPORTS}zoo.md",
     f"{REPORTS}variants.md",
-    *expand(f"{REPORTS}efficiency-{{dataset}}-{{arch}}.md", dataset=DATASETS, arch=ARCHS),
+    *[f"{REPORTS}efficiency-{d}-{a}.md" for d, a in PLACES],
     *[f"{REPORTS}{wf.ablation_report(config, name)}.md" for name in ABLATIONS],  # tables 6, 7: `report:`
     *([f"{REPORTS}fig6b.md", *(f"{REPORTS}figures/fig6b.{ext}" for ext in ("png", "svg", "csv"))] if FIG6B else []),
     *SCALING_TARGETS,  # Tina Fig. 4a, 4b, 5 where the config asks for them (`report.fig4a` ...)
@@ -57,8 +57,7 @@ REPORT_TARGETS = [
     ],
     *[
         f"{REPORTS}autoencoder-cond-pdiff-{d}-{a}.md"
-        for d in DATASETS
-        for a in ARCHS
+        for d, a in PLACES
         if "cond-pdiff" in METHODS and runs_on("cond-pdiff", a)
     ],
     *TABLE5_REPORTS,  # Tina Table 5 (memorization), with `report.table5`

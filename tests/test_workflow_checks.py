@@ -99,6 +99,8 @@ BAD = {
     "glue method option": (_set("glue", {"model": "m", "tasks": ["rte"], "method": {"sampler": "euler"}}),
                            ["glue.method: unknown sampler 'euler'"]),
     "schema first": (_set("finetune.epoch", 2), ["invalid config at 'finetune'", "epoch"]),
+    "dataset arch": (_set("datasets.synthetic.archs", ["resnet20-head"]),
+                     ["datasets.synthetic.archs: ['resnet20-head'] are not in the config's archs: ["]),
 }
 
 
@@ -280,3 +282,17 @@ def test_snakemake_dry_run_rejects_an_option_typo(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode != 0
     assert "methods.tina: unknown options ['sampel_steps']" in out.stdout + out.stderr
+
+
+def test_a_dataset_builds_only_its_own_archs(smoke):
+    """`datasets.<name>.archs` leaves a costly arch off one dataset: its Table 1 results are not asked for, and
+    an arch placed by its own section (a scaling arch) is kept as asked."""
+    from benchmarks import workflow as wf
+    cfg = copy.deepcopy(smoke)
+    cfg["datasets"]["other"] = {"kind": "synthetic", "archs": ["cnn-5k"]}
+    assert wf.places(cfg) == [("synthetic", "cnn-5k"), ("synthetic", "cnn-5k-lora"), ("other", "cnn-5k")]
+    results = wf.results(cfg, methods=["oracle"], splits=["ood"])
+    assert "data/other/cnn-5k/results/oracle/ood.csv" in results
+    assert not any(r.startswith("data/other/cnn-5k-lora/") for r in results)
+    assert wf.places(cfg, ["other"], ["cnn-14k"]) == [("other", "cnn-14k")]
+    check_config(cfg)

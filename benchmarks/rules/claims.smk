@@ -4,7 +4,7 @@
 rule claims:
     input:
         results=claims_results,
-        efficiency=expand(f"{REPORTS}efficiency-{{dataset}}-{{arch}}.md", dataset=DATASETS, arch=ARCHS) if EFFICIENCY else [],
+        efficiency=[f"{REPORTS}efficiency-{d}-{a}.md" for d, a in PLACES] if EFFICIENCY else [],
         headroom=f"{REPORTS}headroom.csv" if HEADROOM else [],
     output:
         md=f"{REPORTS}claims.md",

@@ -15,6 +15,7 @@ wf.check_config(config)
 
 DATASETS = list(config["datasets"])
 ARCHS = list(config["archs"])
+PLACES = wf.places(config)  # the (dataset, arch) pairs of Table 1: a dataset's `archs:` may leave some out
 METHODS = wf.method_labels(config)
 SPLITS = wf.evaluated_splits(config)
 THREADS = config.get("threads", 1)
@@ -200,8 +201,7 @@ def diagnostics(method="tina"):
     """Swap diagnostics of a generator against sliced classifier selection, per dataset, arch and split."""
     return [
         f"{REPORTS}diagnose-{method}-{d}-{a}-{s}.md"
-        for d in DATASETS
-        for a in ARCHS
+        for d, a in PLACES
         if runs_on(method, a)
         for s in SPLITS
     ]

@@ -9,8 +9,7 @@ NOVELTY_REPORTS = [
     f"{REPORTS}novelty-{m}-{d}-{a}.md"
     for m in NOVELTY_METHODS
     if m in METHODS
-    for d in DATASETS
-    for a in ARCHS
+    for d, a in PLACES
     if runs_on(m, a)
 ]
 

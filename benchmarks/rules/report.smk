@@ -22,9 +22,9 @@ rule table1:
 
 rule zoo_report:
     input:
-        generic=[f"data/{d}/{get_arch(a).base}/generic.pt" for d in DATASETS for a in ARCHS],
-        zoo=expand("data/{dataset}/{arch}/finetuned/zoo.pt", dataset=DATASETS, arch=ARCHS),
-        accuracy=expand("data/{dataset}/{arch}/results/oracle/zoo.csv", dataset=DATASETS, arch=ARCHS),
+        generic=[f"data/{d}/{get_arch(a).base}/generic.pt" for d, a in PLACES],
+        zoo=[f"data/{d}/{a}/finetuned/zoo.pt" for d, a in PLACES],
+        accuracy=[f"data/{d}/{a}/results/oracle/zoo.csv" for d, a in PLACES],
     output:
         f"{REPORTS}zoo.md",
     log:

@@ -24,6 +24,7 @@ def check_config(cfg: dict) -> None:
     options of their base only: a variant reuses its base's fit), ablations, the labels the reports name, and
     the task splits. Method classes are loaded through the registry, so plugins are checked alike."""
     validate_config(cfg)
+    _check_datasets(cfg)
     _check_methods(cfg)
     _check_variants(cfg)
     _check_ablations(cfg)
@@ -35,6 +36,13 @@ def check_config(cfg: dict) -> None:
     check_figures(cfg)
     check_scaling(cfg)
     check_clip(cfg)
+
+
+def _check_datasets(cfg: dict) -> None:
+    for name, ds in cfg["datasets"].items():
+        extra = [a for a in (ds or {}).get("archs") or [] if a not in cfg["archs"]]
+        if extra:
+            raise ValueError(f"datasets.{name}.archs: {extra} are not in the config's archs: {cfg['archs']}")
 
 
 def _check_methods(cfg: dict) -> None:

@@ -94,17 +94,28 @@ def runs_on(cfg: dict, label: str, arch: str) -> bool:
     return spec is None or spec.runs_on(arch)
 
 
-def results(cfg: dict, datasets=None, archs=None, methods=None, splits=None) -> list[str]:
-    """Result CSVs of every (dataset, arch, label, split) asked for (default: all of the config's), where the
-    label runs on the arch."""
+def dataset_archs(cfg: dict, dataset: str) -> list[str]:
+    """The Table 1 archs built on a dataset: its own `archs:` (e.g. a costly backbone on one dataset only), else
+    the config's `archs:`."""
+    return list((cfg["datasets"].get(dataset) or {}).get("archs") or cfg["archs"])
+
+
+def places(cfg: dict, datasets=None, archs=None) -> list[tuple[str, str]]:
+    """The (dataset, arch) pairs asked for (default: all of the config's) that the config builds. An arch outside
+    `archs:` (a scaling or CLIP arch, which its own section places) is kept as asked."""
     datasets = list(cfg["datasets"]) if datasets is None else datasets
     archs = list(cfg["archs"]) if archs is None else archs
+    return [(d, a) for d in datasets for a in archs if a not in cfg["archs"] or a in dataset_archs(cfg, d)]
+
+
+def results(cfg: dict, datasets=None, archs=None, methods=None, splits=None) -> list[str]:
+    """Result CSVs of every (dataset, arch, label, split) asked for (default: all of the config's), where the
+    dataset has the arch and the label runs on it."""
     methods = evaluated(cfg) if methods is None else methods
     splits = evaluated_splits(cfg) if splits is None else splits
     return [
         f"data/{d}/{a}/results/{m}/{s}.csv"
-        for d in datasets
-        for a in archs
+        for d, a in places(cfg, datasets, archs)
         for m in methods
         if runs_on(cfg, m, a)
         for s in splits

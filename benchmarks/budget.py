@@ -1,8 +1,8 @@
 """What a target costs before it runs: the jobs `snakemake -n` plans, each priced by the seconds its benchmark
 file (the rules' `benchmark:` directive, under data/benchmarks/) recorded the last time that job ran here.
 
-A job never run here is priced at the median of the measured jobs of its rule, on the same dataset and arch
-where there are some (marked `estimated`); a rule with no measured job at all is `unknown` and left out of the sum, so the total is a floor. The seconds are wall
+A job never run here is priced at the median of the measured jobs most like it (the same rule, method label,
+dataset and arch where there are some; marked `estimated`); a rule with no measured job at all is `unknown` and left out of the sum, so the total is a floor. The seconds are wall
 seconds of jobs that ran beside others on the same machine: the figure is what this machine really took."""
 from __future__ import annotations
 
@@ -64,23 +64,34 @@ def _place(output: str) -> str:
     return "/".join(Path(output).parts[:3])
 
 
+def _label(output: str) -> str | None:
+    """The method label of a method's or a result's path (data/<ds>/<arch>/methods/<label>/...), else None."""
+    parts = Path(output).parts
+    for i, part in enumerate(parts[:-1]):
+        if part in ("methods", "results"):
+            return parts[i + 1].split("@")[0]  # a variant generates like its base
+    return None
+
+
 def price(jobs: list[Job]) -> pd.DataFrame:
     """One row per job: its seconds and where they come from. A job not measured here is `estimated` at the median
-    of its rule's measured jobs on the same dataset and arch (a Caltech-101 LoRA shard is not a Mini-ImageNet
-    one), else of the rule's measured jobs anywhere; `unknown` when the rule never ran here."""
-    rows = [{"rule": j.rule, "output": j.output, "place": _place(j.output), "seconds": measured_seconds(j.benchmark)}
-            for j in jobs]
-    df = pd.DataFrame(rows, columns=["rule", "output", "place", "seconds"])
+    of the measured jobs most like it: the same rule, label (a variant counts as its base) and place (dataset and
+    arch), else the same rule and label anywhere, else the same rule and place, else the rule anywhere; it is
+    `unknown` when its rule never ran here."""
+    rows = [{"rule": j.rule, "output": j.output, "place": _place(j.output), "label": _label(j.output),
+             "seconds": measured_seconds(j.benchmark)} for j in jobs]
+    df = pd.DataFrame(rows, columns=["rule", "output", "place", "label", "seconds"])
     df["source"] = df["seconds"].notna().map({True: "measured", False: "unknown"})
     measured = df[df["source"] == "measured"]
-    by_place = measured.groupby(["rule", "place"])["seconds"].median()
-    by_rule = measured.groupby("rule")["seconds"].median()
+    keys = [["rule", "label", "place"], ["rule", "label"], ["rule", "place"], ["rule"]]
+    medians = [measured.dropna(subset=k).groupby(k)["seconds"].median() for k in keys]
     for i in df.index[df["source"] == "unknown"]:
-        rule, place = df.at[i, "rule"], df.at[i, "place"]
-        guess = by_place.get((rule, place), by_rule.get(rule))
-        if guess is not None:
-            df.at[i, "seconds"], df.at[i, "source"] = float(guess), "estimated"
-    return df.drop(columns="place")
+        for key, median in zip(keys, medians):
+            at = tuple(df.loc[i, key]) if len(key) > 1 else df.at[i, key[0]]
+            if at in median.index:
+                df.at[i, "seconds"], df.at[i, "source"] = float(median[at]), "estimated"
+                break
+    return df.drop(columns=["place", "label"])
 
 
 def summarize(priced: pd.DataFrame) -> pd.DataFrame:

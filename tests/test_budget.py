@@ -76,3 +76,21 @@ def test_a_broken_benchmark_file_prices_like_a_job_never_run(tmp_path):
     assert measured_seconds(str(tmp_path / "foreign.tsv")) is None
     assert measured_seconds(str(tmp_path / "missing.tsv")) is None
     assert measured_seconds(None) is None
+
+
+def test_an_unmeasured_job_is_priced_like_the_same_label_first(tmp_path):
+    _tsv(tmp_path / "fit-a.tsv", 100.0)   # tina, caltech cnn-5k
+    _tsv(tmp_path / "fit-b.tsv", 300.0)   # taper, caltech cnn-5k
+    _tsv(tmp_path / "fit-c.tsv", 5000.0)  # tina, miniimagenet
+    text = DRY_RUN.format(bench=tmp_path) + """
+rule generate:
+    output: data/caltech101/cnn-5k/methods/tina@ddim-10/generated/ood.pt
+    benchmark: {bench}/gen.tsv
+
+rule fit:
+    output: data/caltech101/resnet20-head/methods/tina/fit.json
+    benchmark: {bench}/fit-e.tsv
+""".format(bench=tmp_path)
+    by_output = price(parse_dry_run(text)).set_index("output")
+    assert by_output.loc["data/caltech101/resnet20-head/methods/tina/fit.json", "seconds"] == pytest.approx(2550.0)
+    assert by_output.loc["data/caltech101/cnn-5k/methods/tina@ddim-10/generated/ood.pt", "source"] == "unknown"

@@ -165,7 +165,7 @@ def _stage_times(paths: list[str]) -> pd.DataFrame:
 
 
 _ROW_ORDER = ["generic", "classifier-selection", "classifier-selection-slice", "taper", "retrieval", "tina",
-              "cond-pdiff"]
+              "cond-pdiff", "cond-pdiff-adapters"]
 
 
 def _row_rank(label: str) -> tuple:
@@ -208,6 +208,8 @@ def write_table1(results: list[str], out: str, *, config: str, stage_times: list
         *(["`<method>@<variant>` reuses the method's fit with generate-time options changed (config `variants:`);",
            "`cond-pdiff` keeps the best of K candidates on a few train images (the paper's rule), `@first` and",
            "`@mean` are the rules that use no task data."] if any("@" in m for m in wide.index) else []),
+        *(["`cond-pdiff-adapters` generates the LoRA adapters only; its head is classifier selection's rows."]
+          if "cond-pdiff-adapters" in wide.index else []),
         *_control_lines(cfg, wide.index), "",
         wide.reset_index().to_markdown(index=False), "",
         *_warn_collapsed(summary, title),

@@ -42,6 +42,19 @@ def test_tina_claims_confirm_refute_and_name_the_strongest_baseline(tmp_path):
     assert "Diffusion adds something: Tina beats `zoo-mean` (beyond the paper)" in claims
 
 
+def test_adapters_only_claim_reads_table1_label_before_the_ablation_row(tmp_path):
+    paths = _results(tmp_path, {"classifier-selection-slice": BASE, "cond-pdiff": shifted(-35.0),
+                                "cond-pdiff-adapters": shifted(1.0), "cpd-adapters": shifted(-1.0)},
+                     ds="caltech101", arch="cnn-5k-lora")
+    claims = [c for c in build(paths) if c.claim == "Cond P-Diff adapters only (head from CS) beat CS"]
+    assert len(claims) == 1 and claims[0].verdict == "confirmed"  # cond-pdiff-adapters', not the row's -1
+    ablation = _results(tmp_path / "ab", {"classifier-selection-slice": BASE, "cpd-adapters": shifted(-1.0)})
+    assert [c.verdict for c in build(ablation) if "adapters only" in c.claim] == ["refuted"]
+    full = {c.claim: c for c in build(paths)}
+    assert full["Cond P-Diff generates working LoRA p-Models: beats CS (Cond P-Diff Table 1, our tasks)"].verdict \
+        == "refuted"
+
+
 def test_a_tie_is_not_shown_and_parity_is_an_equivalence(tmp_path):
     paths = _results(tmp_path, {"classifier-selection-slice": BASE, "tina": shifted(0.0),
                                 "tina@ddim-10": shifted(0.05), "tina@ddpm-1000": shifted(0.0, [0] * 8)})

@@ -295,6 +295,13 @@ def _collapse_sentence(label: str, split: str, s: dict, flags: dict, paper: floa
             f" ({agree}).")
 
 
+def label_seconds(cfg: dict, results: list[str], label: str, splits: list[str]) -> str:
+    """`row_seconds` of a label, counting a fit when the label has one of its own (not a variant's, an `at_step`
+    row's or the oracle's)."""
+    from benchmarks import workflow as wf
+    return row_seconds(results, label, splits, fitted=label != wf.ORACLE and wf.fitted_label(cfg, label) == label)
+
+
 def row_seconds(results: list[str], label: str, splits: list[str], fitted: bool) -> str:
     """Wall time of one row's cells, from the jobs' `.timing.json` sidecars (`benchmarks.artifacts`): its own fit
     (when it has one) and its generate job per split; '—' where a job left no sidecar."""

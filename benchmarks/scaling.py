@@ -30,7 +30,7 @@ import yaml
 from benchmarks import artifacts, plotting
 from benchmarks import workflow as wf
 from benchmarks.evaluate import paired, summarize
-from benchmarks.report import load_results
+from benchmarks.report import label_seconds, load_results
 
 TITLES = {
     "fig4a": "Figure 4a: scaling the denoiser (p-Acc vs hidden size)",
@@ -183,7 +183,9 @@ def scaling_figure(name: str, results: list[str], out, *, config: str | None = N
     shown = pd.DataFrame({"line": table["line"], "arch": table["arch"], "label": table["label"].map("`{}`".format),
                           XLABELS[name]: [("—" if pd.isna(x) else f"{x:g}") for x in table["x"]],
                           "p-Acc": [f"{m:.2f} ± {c:.2f}" for m, c in zip(table["mean"], table["ci95"].fillna(0.0))],
-                          "n": table["n"]})
+                          "n": table["n"],
+                          "wall s": [label_seconds(cfg, results, label, [spec.get("split", "ood")])
+                                     for label in table["label"]]})
     axis, claim = PAPER[name]
     ours = findings(name, df, table)
     on_clip = bool(set(table["arch"]) & set(wf.clip_archs(cfg)))  # fig4c: say which CLIP, loudly when random

@@ -22,7 +22,7 @@ import yaml
 from benchmarks import artifacts, plotting
 from benchmarks import workflow as wf
 from benchmarks.evaluate import paired, summarize
-from benchmarks.report import load_results
+from benchmarks.report import label_seconds, load_results
 
 # The paper's Table 3 (CNN on CIFAR-100; None: "/", TAPER cannot serve 100% unseen classes), by registry name.
 PAPER_TABLE3 = {
@@ -194,26 +194,28 @@ def table3(results: list[str], out, *, config: str | None = None) -> pd.DataFram
         table.to_csv(tmp, index=False, float_format="%.4f")
     where = " / ".join(dict.fromkeys(df["dataset"] + " / " + df["arch"]))
     plot_table3(table, stem, f"Unseen classes: p-Acc vs % of classes from half B, {where}")
+    seconds = {label: label_seconds(cfg, results, label, [f"unseen-{p}" for p in levels]) for label in labels}
     artifacts.write_text(_markdown(table, labels, levels, baseline, where, _halves(results, df["dataset"].iloc[0]),
-                                   stem, config, cfg), out)
+                                   stem, config, cfg, seconds), out)
     return table
 
 
 def _markdown(table: pd.DataFrame, labels: list[str], levels: list[int], baseline: str | None, where: str,
-              halves: dict | None, stem: Path, config: str | None, cfg: dict) -> str:
+              halves: dict | None, stem: Path, config: str | None, cfg: dict, seconds: dict[str, str]) -> str:
     cols = [f"{p}%" for p in levels]
     rows = []
     for label in labels:
         g = table[table.label == label].set_index("level")
         rows.append({"row": f"`{label}`", "half B enters through": ACCESS[g["access"].iloc[0]],
                      "zero-shot": "✓" if g["zero_shot"].iloc[0] else "",
-                     **{c: _cell(g.at[p, "mean"], g.at[p, "ci95"], g.at[p, "n"]) for c, p in zip(cols, levels)}})
+                     **{c: _cell(g.at[p, "mean"], g.at[p, "ci95"], g.at[p, "n"]) for c, p in zip(cols, levels)},
+                     "wall s": seconds[label]})
     for label in labels:  # the paper's rows, under ours
         paper = row_info(cfg, label)["paper"]
         if paper:
             rows.append({"row": f"paper: {row_name(label)}", "half B enters through": PAPER_SOURCE, "zero-shot": "",
                          **{c: (f"{paper[p]:.2f}" if paper.get(p) is not None else "n.a." if p in paper else "—")
-                            for c, p in zip(cols, levels)}})
+                            for c, p in zip(cols, levels)}, "wall s": ""})
     shown = pd.DataFrame(rows)
     diffs = []
     if baseline:
@@ -230,7 +232,8 @@ def _markdown(table: pd.DataFrame, labels: list[str], levels: list[int], baselin
         f"halves.{split_rule} The `~unseen` rows are fitted on the p-Models of the `unseen-zoo` split only (tasks of "
         "half-A classes); every row is tested on the `unseen-<p>` splits, whose tasks take p% of their classes "
         "from half B and none of which is a class set of that zoo (so 0% is an OOD level over half A). p-Acc: "
-        "mean ± 95% CI over the tasks of each level (n).", "",
+        "mean ± 95% CI over the tasks of each level (n). `wall s`: the row's fit and its generate job per level, "
+        "seconds, from the jobs' timing sidecars.", "",
         "**What \"unseen\" means here.** Stage 1 (the generic model: the start of every p-Model's fine-tuning, the "
         "source of classifier selection's rows, the frozen body of head-only archs) is trained on every class, "
         "half B included, as is the generic model of the paper's setup; half B is unseen *by the generators*: "

@@ -38,9 +38,14 @@ def _add_common(p: argparse.ArgumentParser, seed=True, device=True) -> None:
         p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
 
 
-def _add_train(p: argparse.ArgumentParser, cls) -> None:
+def _cli_fields(cls) -> list:
+    """A stage config's fields that are flags of one job (not the workflow's, e.g. FinetuneConfig.shards)."""
     from dataclasses import fields
-    for f in fields(cls):
+    return [f for f in fields(cls) if f.metadata.get("cli", True)]
+
+
+def _add_train(p: argparse.ArgumentParser, cls) -> None:
+    for f in _cli_fields(cls):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
@@ -55,8 +60,7 @@ def _required(p: argparse.ArgumentParser, *flags: str) -> None:
 
 
 def _train_cfg(args, cls):
-    from dataclasses import fields
-    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+    return cls(**{f.name: getattr(args, f.name) for f in _cli_fields(cls)})
 
 
 def _bench_files(args):

@@ -41,7 +41,8 @@ class FinetuneConfig:
     weight_decay: float = 0.0
     batch_size: int = 128
     augment: str = "flip"  # none | flip | crop-flip
-    shards: int = 4  # the zoo is built in this many independent jobs
+    shards: int = field(default=4, metadata={"cli": False})  # the zoo is built in this many independent jobs: the
+    # workflow's setting (`nndiff finetune --shard/--n-shards` run one of them), not a flag of one job
 
 
 @dataclass

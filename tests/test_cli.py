@@ -58,3 +58,10 @@ def test_the_workflow_calls_only_existing_subcommands():
     rules = [ROOT / "Snakefile", *sorted((ROOT / "benchmarks" / "rules").glob("*.smk"))]
     called = {m for path in rules for m in re.findall(r"\bnndiff ([a-z][a-z0-9-]+)", path.read_text())}
     assert called and called <= set(sub)
+
+
+def test_finetune_offers_only_flags_of_one_job():
+    """`finetune.shards` is the workflow's (how many jobs build a zoo); one job takes --shard/--n-shards."""
+    from benchmarks.cli import build_parser
+    text = build_parser()._subparsers._group_actions[0].choices["finetune"].format_help()
+    assert "--n-shards" in text and "--shards" not in text

@@ -73,16 +73,22 @@ def _label(output: str) -> str | None:
     return None
 
 
-def price(jobs: list[Job]) -> pd.DataFrame:
-    """One row per job: its seconds and where they come from. A job not measured here is `estimated` at the median
-    of the measured jobs most like it: the same rule, label (a variant counts as its base) and place (dataset and
-    arch), else the same rule and label anywhere, else the same rule and place, else the rule anywhere; it is
-    `unknown` when its rule never ran here."""
+def _measured(jobs: list[Job]) -> pd.DataFrame:
     rows = [{"rule": j.rule, "output": j.output, "place": _place(j.output), "label": _label(j.output),
              "seconds": measured_seconds(j.benchmark)} for j in jobs]
     df = pd.DataFrame(rows, columns=["rule", "output", "place", "label", "seconds"])
     df["source"] = df["seconds"].notna().map({True: "measured", False: "unknown"})
-    measured = df[df["source"] == "measured"]
+    return df
+
+
+def price(jobs: list[Job], reference: list[Job] | None = None) -> pd.DataFrame:
+    """One row per job: its seconds and where they come from. A job not measured here is `estimated` at the median
+    of the measured jobs most like it: the same rule, label (a variant counts as its base) and place (dataset and
+    arch), else the same rule and label anywhere, else the same rule and place, else the rule anywhere; it is
+    `unknown` when its rule never ran here. `reference`: the jobs whose measurements price the others (default
+    `jobs` themselves; for the jobs left to run, the whole plan, since those have no measurement yet)."""
+    df, measured = _measured(jobs), _measured(reference if reference is not None else jobs)
+    measured = measured[measured["source"] == "measured"]
     keys = [["rule", "label", "place"], ["rule", "label"], ["rule", "place"], ["rule"]]
     medians = [measured.dropna(subset=k).groupby(k)["seconds"].median() for k in keys]
     for i in df.index[df["source"] == "unknown"]:
@@ -125,7 +131,7 @@ def plan(targets: list[str], *, config: str | None = None, snakefile: str = "Sna
 
 def budget_lines(priced: pd.DataFrame, *, targets: list[str], cores: int, remaining: bool) -> list[str]:
     total_h = priced["seconds"].sum() / 3600
-    longest = priced["seconds"].max() / 3600 if len(priced) else 0.0
+    longest = (priced["seconds"].max() if priced["seconds"].notna().any() else 0.0) / 3600
     unknown = int((priced["source"] == "unknown").sum())
     scope = "left to run" if remaining else "from scratch"
     return [
@@ -139,7 +145,9 @@ def budget_lines(priced: pd.DataFrame, *, targets: list[str], cores: int, remain
 def write_budget(targets: list[str], out: str | None, *, config: str | None, cores: int,
                  snakefile: str = "Snakefile", remaining: bool = False) -> pd.DataFrame:
     """Price `targets` and print the per-rule table; also write it as markdown to `out` when given."""
-    priced = price(plan(targets, config=config, snakefile=snakefile, cores=cores, remaining=remaining))
+    everything = plan(targets, config=config, snakefile=snakefile, cores=cores)
+    jobs = plan(targets, config=config, snakefile=snakefile, cores=cores, remaining=True) if remaining else everything
+    priced = price(jobs, everything)
     table = summarize(priced)
     head = budget_lines(priced, targets=targets, cores=cores, remaining=remaining)
     costliest = priced.sort_values("seconds", ascending=False).head(10)

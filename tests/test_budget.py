@@ -94,3 +94,13 @@ rule fit:
     by_output = price(parse_dry_run(text)).set_index("output")
     assert by_output.loc["data/caltech101/resnet20-head/methods/tina/fit.json", "seconds"] == pytest.approx(2550.0)
     assert by_output.loc["data/caltech101/cnn-5k/methods/tina@ddim-10/generated/ood.pt", "source"] == "unknown"
+
+
+def test_jobs_left_to_run_are_priced_from_the_whole_plan(tmp_path):
+    _tsv(tmp_path / "fit-a.tsv", 100.0)
+    _tsv(tmp_path / "fit-b.tsv", 300.0)
+    everything = parse_dry_run(DRY_RUN.format(bench=tmp_path))
+    left = [j for j in everything if "hypernet" in j.output]
+    alone, priced = price(left), price(left, everything)
+    assert alone["source"].tolist() == ["unknown"]  # nothing measured among the jobs left
+    assert priced["source"].tolist() == ["estimated"] and priced["seconds"].tolist() == [200.0]

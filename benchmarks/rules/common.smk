@@ -198,11 +198,11 @@ def efficiency_fits(wildcards):
 
 
 def diagnostics(method="tina"):
-    """Swap diagnostics of a generator against sliced classifier selection, per dataset, arch and split."""
+    """Swap diagnostics of a generator against sliced classifier selection, per dataset, arch (with a body) and split."""
     return [
         f"{REPORTS}diagnose-{method}-{d}-{a}-{s}.md"
         for d, a in PLACES
-        if runs_on(method, a)
+        if runs_on(method, a) and not get_arch(a).head_only  # a head-only p-Model has no body to swap
         for s in SPLITS
     ]
 

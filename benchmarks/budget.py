@@ -2,8 +2,9 @@
 file (the rules' `benchmark:` directive, under data/benchmarks/) recorded the last time that job ran here.
 
 A job never run here is priced at the median of the measured jobs most like it (the same rule, method label,
-dataset and arch where there are some; marked `estimated`); a rule with no measured job at all is `unknown` and left out of the sum, so the total is a floor. The seconds are wall
-seconds of jobs that ran beside others on the same machine: the figure is what this machine really took."""
+dataset and arch where there are some; marked `estimated`); a rule with no measured job at all is `unknown` and
+left out of the sum, so the total is a floor. The seconds are wall seconds of jobs that ran beside others on the
+same machine: the figure is what this machine really took."""
 from __future__ import annotations
 
 import re
@@ -157,7 +158,7 @@ def write_budget(targets: list[str], out: str | None, *, config: str | None, cor
         write_text("\n".join([
             f"# Budget: {' '.join(targets)}", "", *[f"- {line}" for line in head], "",
             "Seconds are those each job's benchmark file (data/benchmarks/) recorded when it last ran here; "
-            "a job not yet run is priced at its rule's median (`estimated`).", "", text, "",
+            "a job not yet run is priced at the median of the measured jobs most like it (`estimated`).", "", text, "",
             "The ten costliest jobs:", "", costliest.assign(minutes=costliest["seconds"] / 60)
             [["rule", "output", "minutes", "source"]].to_markdown(index=False, floatfmt=".1f"), "",
             provenance_footer(config), ""]), out)

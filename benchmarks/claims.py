@@ -161,6 +161,9 @@ def tina_claims(led: Ledger, ds: str, arch: str, split: str) -> None:
                ds, arch, split, margin=1.0)
 
 
+ADAPTERS_ONLY = ("cond-pdiff-adapters", "cpd-adapters")  # Cond P-Diff with `layers` = the LoRA adapters only
+
+
 def condpdiff_claims(led: Ledger, ds: str, arch: str, split: str) -> None:
     """Cond P-Diff on our tasks: it should at least match the classifier it starts from; and the adapters-only
     variant (head from CS) isolates the part the method generates faithfully."""
@@ -170,8 +173,6 @@ def condpdiff_claims(led: Ledger, ds: str, arch: str, split: str) -> None:
     if adapters:  # Table 1's label where the config has it, else the ablation's row
         led.beats("Cond P-Diff adapters only (head from CS) beat CS", adapters, CS, ds, arch, split)
 
-
-ADAPTERS_ONLY = ("cond-pdiff-adapters", "cpd-adapters")  # Cond P-Diff with `layers` = the LoRA adapters only
 
 
 ABLATION_TRENDS = [  # (paper's claim, better label, worse label) from Cond P-Diff Tables 3 and 4

@@ -534,7 +534,8 @@ def _tool_parsers(sub) -> None:
     p = sub.add_parser("budget", help="core-hours a target costs, from the seconds its jobs took here",
                        description="Price the jobs `snakemake -n` plans for TARGETS by the wall seconds each job's "
                                    "benchmark file (data/benchmarks/) recorded when it last ran; a job never run "
-                                   "here is priced at its rule's median. Prints a table per rule.")
+                                   "here at the median of the measured jobs most like it (same rule, method "
+                                   "label, dataset and arch first). Prints a table per rule.")
     p.add_argument("targets", nargs="+", help="Snakemake targets, e.g. all or reports/table1.md")
     p.add_argument("--config", default=None, help="the profile's YAML (default: the Snakefile's)")
     p.add_argument("--cores", type=int, default=2, help="cores the wall-time floor assumes (default 2)")

@@ -11,6 +11,7 @@ import pandas as pd
 import yaml
 
 from benchmarks import artifacts
+from benchmarks import workflow as wf
 from benchmarks.evaluate import paired, summarize
 
 log = logging.getLogger("nndiff.report")
@@ -298,7 +299,6 @@ def _collapse_sentence(label: str, split: str, s: dict, flags: dict, paper: floa
 def label_seconds(cfg: dict, results: list[str], label: str, splits: list[str]) -> str:
     """`row_seconds` of a label, counting a fit when the label has one of its own (not a variant's, an `at_step`
     row's or the oracle's)."""
-    from benchmarks import workflow as wf
     return row_seconds(results, label, splits, fitted=label != wf.ORACLE and wf.fitted_label(cfg, label) == label)
 
 

@@ -14,7 +14,7 @@ from torch import Tensor
 # diffusers' scheduler of each sampler, imported when a scheduler is made: importing diffusers costs seconds
 # (it loads torch._dynamo), which every `snakemake` call would pay when it checks the methods' options.
 SAMPLERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm-solver": "DPMSolverMultistepScheduler"}
-_SEEDED = ("ddpm", "ddim")  # the stochastic steps that take a generator
+_SEEDED = ("ddpm", "ddim")  # schedulers whose step takes a generator (and that clip x0 unless told not to)
 
 
 @dataclass

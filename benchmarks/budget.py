@@ -2,7 +2,8 @@
 file (the rules' `benchmark:` directive, under data/benchmarks/) recorded the last time that job ran here.
 
 A job never run here is priced at the median of the measured jobs most like it (the same rule, method label,
-dataset and arch where there are some; marked `estimated`); a rule with no measured job at all is `unknown` and
+dataset and arch where there are some, else the same method under another label, e.g. an ablation row's Tina
+refit like Tina's fits; marked `estimated`); a rule with no measured job at all is `unknown` and
 left out of the sum, so the total is a floor. The seconds are wall seconds of jobs that ran beside others on the
 same machine: the figure is what this machine really took."""
 from __future__ import annotations
@@ -74,23 +75,26 @@ def _label(output: str) -> str | None:
     return None
 
 
-def _measured(jobs: list[Job]) -> pd.DataFrame:
-    rows = [{"rule": j.rule, "output": j.output, "place": _place(j.output), "label": _label(j.output),
-             "seconds": measured_seconds(j.benchmark)} for j in jobs]
-    df = pd.DataFrame(rows, columns=["rule", "output", "place", "label", "seconds"])
+def _measured(jobs: list[Job], method_of: dict[str, str]) -> pd.DataFrame:
+    rows = [{"rule": j.rule, "output": j.output, "place": _place(j.output), "label": (label := _label(j.output)),
+             "method": method_of.get(label, label), "seconds": measured_seconds(j.benchmark)} for j in jobs]
+    df = pd.DataFrame(rows, columns=["rule", "output", "place", "label", "method", "seconds"])
     df["source"] = df["seconds"].notna().map({True: "measured", False: "unknown"})
     return df
 
 
-def price(jobs: list[Job], reference: list[Job] | None = None) -> pd.DataFrame:
+def price(jobs: list[Job], reference: list[Job] | None = None, method_of: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per job: its seconds and where they come from. A job not measured here is `estimated` at the median
     of the measured jobs most like it: the same rule, label (a variant counts as its base) and place (dataset and
-    arch), else the same rule and label anywhere, else the same rule and place, else the rule anywhere; it is
-    `unknown` when its rule never ran here. `reference`: the jobs whose measurements price the others (default
-    `jobs` themselves; for the jobs left to run, the whole plan, since those have no measurement yet)."""
-    df, measured = _measured(jobs), _measured(reference if reference is not None else jobs)
+    arch), else the same rule and label anywhere, else the same rule and method (`method_of`: label -> registry
+    name) at that place, then anywhere, else the same rule and place, else the rule anywhere; it is `unknown` when
+    its rule never ran here. `reference`: the jobs whose measurements price the others (default `jobs`
+    themselves; for the jobs left to run, the whole plan, since those have no measurement yet)."""
+    method_of = method_of or {}
+    df, measured = _measured(jobs, method_of), _measured(reference if reference is not None else jobs, method_of)
     measured = measured[measured["source"] == "measured"]
-    keys = [["rule", "label", "place"], ["rule", "label"], ["rule", "place"], ["rule"]]
+    keys = [["rule", "label", "place"], ["rule", "label"], ["rule", "method", "place"], ["rule", "method"],
+            ["rule", "place"], ["rule"]]
     medians = [measured.dropna(subset=k).groupby(k)["seconds"].median() for k in keys]
     for i in df.index[df["source"] == "unknown"]:
         for key, median in zip(keys, medians):
@@ -98,7 +102,7 @@ def price(jobs: list[Job], reference: list[Job] | None = None) -> pd.DataFrame:
             if at in median.index:
                 df.at[i, "seconds"], df.at[i, "source"] = float(median[at]), "estimated"
                 break
-    return df.drop(columns=["place", "label"])
+    return df.drop(columns=["place", "label", "method"])
 
 
 def summarize(priced: pd.DataFrame) -> pd.DataFrame:
@@ -130,6 +134,19 @@ def plan(targets: list[str], *, config: str | None = None, snakefile: str = "Sna
     return parse_dry_run(result.stdout + "\n" + result.stderr)
 
 
+def methods_of_labels(config: str | None) -> dict[str, str]:
+    """Each method label of a config (ablation rows, unseen-class refits included) -> the registered method it
+    runs; {} when the config cannot be read (pricing then falls back to rule and place)."""
+    from benchmarks.config import load_config
+    from benchmarks import workflow as wf
+    try:
+        cfg = load_config(config or "cpu")
+        labels = [*wf.method_labels(cfg), *wf.ablation_rows(cfg), *wf.unseen_labels(cfg)]
+        return {label: wf.method_options(cfg, label)[0] for label in labels}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
 def budget_lines(priced: pd.DataFrame, *, targets: list[str], cores: int, remaining: bool) -> list[str]:
     total_h = priced["seconds"].sum() / 3600
     longest = (priced["seconds"].max() if priced["seconds"].notna().any() else 0.0) / 3600
@@ -148,7 +165,7 @@ def write_budget(targets: list[str], out: str | None, *, config: str | None, cor
     """Price `targets` and print the per-rule table; also write it as markdown to `out` when given."""
     everything = plan(targets, config=config, snakefile=snakefile, cores=cores)
     jobs = plan(targets, config=config, snakefile=snakefile, cores=cores, remaining=True) if remaining else everything
-    priced = price(jobs, everything)
+    priced = price(jobs, everything, methods_of_labels(config))
     table = summarize(priced)
     head = budget_lines(priced, targets=targets, cores=cores, remaining=remaining)
     costliest = priced.sort_values("seconds", ascending=False).head(10)

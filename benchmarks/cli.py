@@ -535,7 +535,8 @@ def _tool_parsers(sub) -> None:
                        description="Price the jobs `snakemake -n` plans for TARGETS by the wall seconds each job's "
                                    "benchmark file (data/benchmarks/) recorded when it last ran; a job never run "
                                    "here at the median of the measured jobs most like it (same rule, method "
-                                   "label, dataset and arch first). Prints a table per rule.")
+                                   "label, dataset and arch first, then the same method under another label). "
+                                   "Prints a table per rule.")
     p.add_argument("targets", nargs="+", help="Snakemake targets, e.g. all or reports/table1.md")
     p.add_argument("--config", default=None, help="the profile's YAML (default: the Snakefile's)")
     p.add_argument("--cores", type=int, default=2, help="cores the wall-time floor assumes (default 2)")

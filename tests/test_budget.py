@@ -104,3 +104,33 @@ def test_jobs_left_to_run_are_priced_from_the_whole_plan(tmp_path):
     alone, priced = price(left), price(left, everything)
     assert alone["source"].tolist() == ["unknown"]  # nothing measured among the jobs left
     assert priced["source"].tolist() == ["estimated"] and priced["seconds"].tolist() == [200.0]
+
+
+def test_a_refit_under_another_label_is_priced_like_its_method(tmp_path):
+    _tsv(tmp_path / "fit-a.tsv", 100.0)   # tina, caltech cnn-5k
+    _tsv(tmp_path / "fit-b.tsv", 300.0)   # taper, caltech cnn-5k
+    _tsv(tmp_path / "fit-c.tsv", 5000.0)  # tina, miniimagenet
+    text = DRY_RUN.format(bench=tmp_path) + f"""
+rule fit:
+    output: data/caltech101/cnn-14k/methods/tina-14k/fit.json
+    benchmark: {tmp_path}/fit-e.tsv
+
+rule fit:
+    output: data/caltech101/cnn-5k/methods/tina-w64/fit.json
+    benchmark: {tmp_path}/fit-f.tsv
+"""
+    jobs = parse_dry_run(text)
+    method_of = {"tina-14k": "tina", "tina-w64": "tina", "tina": "tina", "taper": "taper"}
+    by_output = price(jobs, method_of=method_of).set_index("output")
+    assert by_output.loc["data/caltech101/cnn-14k/methods/tina-14k/fit.json", "seconds"] == pytest.approx(2550.0)
+    assert by_output.loc["data/caltech101/cnn-5k/methods/tina-w64/fit.json", "seconds"] == pytest.approx(100.0)
+    # without the mapping the same jobs fall back to the rule's place or the rule: taper's fits count too
+    blind = price(jobs).set_index("output")
+    assert blind.loc["data/caltech101/cnn-5k/methods/tina-w64/fit.json", "seconds"] == pytest.approx(200.0)
+
+
+def test_the_cpu_profile_maps_its_ablation_rows_to_their_method():
+    from benchmarks.budget import methods_of_labels
+    method_of = methods_of_labels("cpu")
+    assert method_of["tina-14k"] == "tina" and method_of["cpd-zoo50"] == "cond-pdiff"
+    assert method_of["classifier-selection-slice"] == "classifier-selection"

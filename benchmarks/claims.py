@@ -184,6 +184,43 @@ ABLATION_TRENDS = [  # (paper's claim, better label, worse label) from Cond P-Di
 ]
 
 
+# The rest of the Tina paper, as (claim, better label, worse label, the paper's better − worse): a float, a
+# {split: float} map, or None where the paper prints a plot only. Labels are the `cpu` profile's ablation rows
+# (benchmarks/configs/cpu.yaml); a claim whose labels a config lacks is skipped.
+_TABLE3_TINA_MINUS_TAPER = {"unseen-0": 2.24, "unseen-20": 3.42, "unseen-40": 6.69, "unseen-60": 11.33}
+TINA_TRENDS = [
+    ("Classifier augmentation helps (Tina Table 6)", "tina-1k", "tina-no-claug", 53.31 - 32.45),
+    ("A text embedding per class beats one merged embedding (Tina Table 6)", "tina-1k", "tina-merged", 53.31 - 10.04),
+    ("G.pt's permutation augmentation hurts (Tina Table 6)", "tina-1k", "tina-permaug", 53.31 - 9.88),
+    ("Names at test beat zero-shot descriptions (Tina Table 7, Fig. 6c)", "tina", "tina@desc",
+     {"id": 67.27 - 46.93, "ood": 67.21 - 46.77}),
+    ("A wider denoiser is better: width 256 beats 32 (Tina Fig. 4a, CNN-5K)", "tina-w256", "tina-w32", None),
+    ("A wider denoiser is better: width 256 beats 32 (Tina Fig. 4a, CNN-14K)", "tina-14k-w256", "tina-14k-w32", None),
+    ("More training p-Models are better: 300 beat 25 (Tina Fig. 5, CNN-5K)", "tina-w128", "tina-w128-z25", None),
+    ("More training p-Models are better: all beat 25 (Tina Fig. 5, CNN-14K)", "tina-14k", "tina-14k-z25", None),
+    ("Parameter inheritance converges faster: ahead at step 100 (Tina 3.3, Fig. 4b)", "tina-inherit@100",
+     "tina-w256@100", None),
+    ("Tina beats TAPER on tasks with unseen classes (Tina Table 3)", "tina~unseen", "taper~unseen",
+     _TABLE3_TINA_MINUS_TAPER),
+    ("Tina generalizes beyond text retrieval on unseen classes (beyond the paper)", "tina~unseen",
+     "retrieval~unseen", None),
+    ("Tina generalizes beyond a text-to-weights regressor on unseen classes (beyond the paper)", "tina~unseen",
+     "hypernet~unseen", None),
+]
+TINA_PARITY = [  # (claim, label, label): equivalent within ±1 point
+    ("Training on descriptions is as good as on names (Tina Table 7)", "tina-desc", "tina-1k"),
+    ("Inherited and scratch fits end at the same p-Acc (Tina 3.3, Fig. 4b)", "tina-inherit", "tina-w256"),
+]
+
+
+def tina_trend_claims(led: Ledger, ds: str, arch: str, split: str) -> None:
+    """Tables 3, 6, 7 and Figs. 4a, 4b, 5 of the Tina paper, each a paired claim between two of its labels."""
+    for claim, better, worse, paper in TINA_TRENDS:
+        led.beats(claim, better, worse, ds, arch, split, paper.get(split) if isinstance(paper, dict) else paper)
+    for claim, a, b in TINA_PARITY:
+        led.parity(claim, a, b, ds, arch, split, margin=1.0)
+
+
 def efficiency_claims(led: Ledger, efficiency: list[str], headroom: str | None) -> None:
     """Tina's model card: generating a p-Model is faster than fine-tuning one (94.35 s vs 4.88 s); and, at equal
     accuracy, how many seconds of fine-tuning reach what the generator reaches."""
@@ -248,6 +285,7 @@ def build(results: list[str], *, efficiency: list[str] = (), headroom: str | Non
     for (ds, arch, split), _ in df.groupby(["dataset", "arch", "split"], sort=True):
         tina_claims(led, ds, arch, split)
         condpdiff_claims(led, ds, arch, split)
+        tina_trend_claims(led, ds, arch, split)
         for claim, better, worse in ABLATION_TRENDS:
             led.beats(claim, better, worse, ds, arch, split)
     efficiency_claims(led, list(efficiency), headroom)

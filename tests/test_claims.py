@@ -124,3 +124,19 @@ def test_equal_accuracy_sets_the_recipe_against_the_seconds_to_generate(tmp_path
     claims = build(paths, efficiency=[str(eff)], headroom=_headroom(tmp_path, SWEEP))
     claim = next(c for c in claims if c.claim.startswith("At equal accuracy"))
     assert claim.verdict == "confirmed" and "0.50 s" in claim.ours  # 0.5 s to generate vs 9 s of fine-tuning
+
+
+def test_tina_trends_read_the_ablation_rows_and_unseen_levels_with_the_papers_figure(tmp_path):
+    paths = _results(tmp_path, {"tina-1k": BASE, "tina-no-claug": shifted(0.0), "tina-permaug": shifted(-40.0),
+                                "tina-desc": shifted(0.2)})
+    paths += _results(tmp_path, {"tina~unseen": shifted(-3.0), "taper~unseen": BASE}, ds="caltech101",
+                      split="unseen-40")
+    claims = {(c.claim, c.where): c for c in build(paths)}
+    ood = "miniimagenet / cnn-5k / OOD"
+    claug = claims[("Classifier augmentation helps (Tina Table 6)", ood)]
+    assert claug.verdict == "not shown at this scale" and claug.paper == "+20.86"
+    assert claims[("G.pt's permutation augmentation hurts (Tina Table 6)", ood)].verdict == "confirmed"
+    assert claims[("Training on descriptions is as good as on names (Tina Table 7)", ood)].verdict == "confirmed"
+    unseen = claims[("Tina beats TAPER on tasks with unseen classes (Tina Table 3)", "caltech101 / cnn-5k / UNSEEN-40")]
+    assert unseen.verdict == "refuted" and unseen.paper == "+6.69"  # the paper's 49.17 - 42.48 at 40% unseen
+    assert not any("Fig. 4a" in c for c, _ in claims)  # labels this config lacks: no claim

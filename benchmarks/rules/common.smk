@@ -244,9 +244,12 @@ def headroom_cells():
 
 # The claims ledger (benchmarks/rules/claims.smk).
 def claims_results(wildcards):
-    """Every label's results the config produces: methods, variants, the oracle, and each ablation's rows."""
+    """Every label's results the config produces: methods, variants, the oracle, each ablation's rows, and
+    Table 3's unseen-class rows."""
     return sorted(
-        set(results(methods=[*METHODS, *VARIANTS, *ORACLE])) | {p for name in ABLATIONS for p in ablation_results(SimpleNamespace(name=name))}
+        set(results(methods=[*METHODS, *VARIANTS, *ORACLE]))
+        | {p for name in ABLATIONS for p in ablation_results(SimpleNamespace(name=name))}
+        | set(wf.unseen_results(config))
     )
 
 

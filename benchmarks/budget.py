@@ -91,7 +91,8 @@ def price(jobs: list[Job], reference: list[Job] | None = None, method_of: dict[s
     its rule never ran here. `reference`: the jobs whose measurements price the others (default `jobs`
     themselves; for the jobs left to run, the whole plan, since those have no measurement yet)."""
     method_of = method_of or {}
-    df, measured = _measured(jobs, method_of), _measured(reference if reference is not None else jobs, method_of)
+    df = _measured(jobs, method_of)
+    measured = df if reference is None else _measured(reference, method_of)  # each benchmark file read once
     measured = measured[measured["source"] == "measured"]
     keys = [["rule", "label", "place"], ["rule", "label"], ["rule", "method", "place"], ["rule", "method"],
             ["rule", "place"], ["rule"]]
